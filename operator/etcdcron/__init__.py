@@ -1,0 +1,19 @@
+"""etcd-cron: a distributed, fault-tolerant cron over etcd."""
+
+from etcdcron.cron import Cron
+from etcdcron.errors import EtcdCronError, EtcdUnavailableError, JobNotFoundError, ValidationError
+from etcdcron.firing import Firing
+from etcdcron.job import CatchUp, Job, RetryPolicy, StoredJob
+
+__all__ = [
+    "CatchUp",
+    "Cron",
+    "EtcdCronError",
+    "EtcdUnavailableError",
+    "Firing",
+    "Job",
+    "JobNotFoundError",
+    "RetryPolicy",
+    "StoredJob",
+    "ValidationError",
+]

@@ -1,0 +1,99 @@
+"""The public facade, the seed's API made Pythonic::
+
+    async with Cron(endpoints=["127.0.0.1:2379"], namespace="my-app", trigger=fire) as cron:
+        await cron.add_job(Job(name="job0", schedule="*/2 * * * * *", type="greet", payload=b"hi"))
+
+``Cron`` joins the pool (fires jobs of its partitions, of every tenant of the prefix, through ``trigger``)
+unless ``trigger`` is None, and manages the jobs of its own ``namespace`` only: a tenant never sees or
+touches another's jobs. Separate applications sharing one etcd use separate prefixes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+from etcdcron.dispatch import ErrorHandler, Trigger
+from etcdcron.errors import ValidationError
+from etcdcron.etcd import DEFAULT_ENDPOINT, EtcdClient
+from etcdcron.job import DEFAULT_NAMESPACE, Job, validate_namespace
+from etcdcron.keys import DEFAULT_PARTITIONS, DEFAULT_PREFIX, Keys
+from etcdcron.membership import default_member_id
+from etcdcron.scheduler import Member
+from etcdcron.store import JobStatus, JobStore
+
+
+class Cron:
+    def __init__(
+        self,
+        *,
+        endpoints: Sequence[str] = (DEFAULT_ENDPOINT,),
+        namespace: str = DEFAULT_NAMESPACE,
+        trigger: Trigger | None = None,
+        on_error: ErrorHandler | None = None,
+        on_etcd_error: ErrorHandler | None = None,
+        member_id: str | None = None,
+        prefix: str = DEFAULT_PREFIX,
+        partitions: int = DEFAULT_PARTITIONS,
+        lease_ttl: int = 5,
+        timeout: float = 5.0,
+    ) -> None:
+        self.namespace = validate_namespace(namespace)
+        if lease_ttl < 1:
+            raise ValidationError("lease_ttl", f"must be at least 1 second, got {lease_ttl}")
+        self.client = EtcdClient(endpoints, timeout=timeout)
+        try:
+            self.keys = Keys(prefix, partitions)
+        except ValueError as e:
+            raise ValidationError("prefix", str(e)) from None
+        self.store = JobStore(self.client, self.keys)
+        self.member: Member | None = None
+        if trigger is not None:
+            self.member = Member(
+                self.client,
+                self.keys,
+                trigger,
+                member_id=member_id or default_member_id(),
+                lease_ttl=lease_ttl,
+                on_error=on_error,
+                on_etcd_error=on_etcd_error,
+            )
+
+    async def __aenter__(self) -> Cron:
+        if self.member is not None:
+            try:
+                await self.member.start()
+            except BaseException:
+                await self.client.close()
+                raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        try:
+            if self.member is not None:
+                await self.member.stop()
+        finally:
+            await self.client.close()
+
+    def _own(self, job: Job) -> Job:
+        if job.namespace == self.namespace:
+            return job
+        if job.namespace != DEFAULT_NAMESPACE:
+            raise ValidationError(
+                "namespace", f"job is in {job.namespace!r} but this Cron manages {self.namespace!r}"
+            )
+        return replace(job, namespace=self.namespace)
+
+    async def add_job(self, job: Job) -> JobStatus:
+        """Store a job (replacing one of the same name: the new version starts afresh)."""
+        stored = await self.store.add(self._own(job))
+        return await self.store.get(stored.job.namespace, stored.job.name)
+
+    async def get_job(self, name: str) -> JobStatus:
+        return await self.store.get(self.namespace, name)
+
+    async def list_jobs(self) -> list[JobStatus]:
+        return await self.store.list(self.namespace)
+
+    async def delete_job(self, name: str) -> bool:
+        return await self.store.delete(self.namespace, name)

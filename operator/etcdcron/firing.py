@@ -1,0 +1,167 @@
+"""Run state and firings as values, and the pure rule that decides which due ticks fire (catch-up policy).
+
+Times here are integer milliseconds since the Unix epoch: the timer queue compares millions of them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from etcdcron.job import CatchUp, StoredJob
+from etcdcron.schedule import Schedule
+
+MISFIRE_THRESHOLD_MS = 1_000
+"""A tick fired later than this counts as missed under the ``latest`` and ``none`` policies."""
+
+MAX_COUNTED_MISSES = 100_000
+"""Counting missed ticks walks the schedule; past this many the count stops (an every-second job that was
+down for days must not stall its member)."""
+
+MAX_TICKS_PER_COMMIT = 100
+"""A job far behind catches up in commits of at most this many ticks, so one job cannot hog a batch."""
+
+
+def to_ms(t: datetime) -> int:
+    return int(t.timestamp() * 1000)
+
+
+def from_ms(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """A job's run state, moved only by fenced firing commits.
+
+    Tied to a job id, so a new version of the job starts afresh. Two members planning the same ticks compute
+    equal states; ``commit`` tells whose commit landed after a refused or unanswered transaction.
+    """
+
+    job_id: str
+    last_tick_ms: int | None = None  # the latest tick committed (fired or counted missed)
+    runs: int = 0
+    missed: int = 0
+    commit: str = ""  # who wrote it: unique per commit attempt, so a member can tell its own commit apart
+
+    def to_json(self) -> bytes:
+        doc = {
+            "jobId": self.job_id,
+            "lastTickMs": self.last_tick_ms,
+            "runs": self.runs,
+            "missed": self.missed,
+            "commit": self.commit,
+        }
+        return json.dumps(doc, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> Cursor:
+        doc = json.loads(raw)
+        return cls(
+            doc["jobId"],
+            doc.get("lastTickMs"),
+            doc.get("runs", 0),
+            doc.get("missed", 0),
+            doc.get("commit", ""),
+        )
+
+    @classmethod
+    def for_job(cls, job: StoredJob, raw: bytes | None) -> Cursor:
+        """The stored cursor if it belongs to this version of the job, else a fresh one."""
+        if raw is not None:
+            cursor = cls.from_json(raw)
+            if cursor.job_id == job.id:
+                return cursor
+        return cls(job.id)
+
+
+@dataclass(frozen=True, slots=True)
+class Firing:
+    """One tick of one job, fired once. ``key`` is stable across retries and members: use it to dedupe."""
+
+    job: StoredJob
+    scheduled: datetime
+    fired: datetime
+    run: int
+    member: str
+    last: bool  # the job's final run (max runs reached): it is removed with this firing
+
+    @property
+    def key(self) -> str:
+        j = self.job.job
+        return f"{j.namespace}/{j.name}/{self.job.id}/{to_ms(self.scheduled)}"
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What to commit for one job now: ticks to fire, ticks given up, where the cursor lands, what's next."""
+
+    fire: tuple[int, ...]
+    missed: int
+    last_tick_ms: int | None
+    next_ms: int | None  # the next tick to wait for after this commit (None: the job is done)
+
+
+def first_after_ms(job: StoredJob, cursor: Cursor) -> int:
+    """Ticks strictly after this instant are still owed to the job."""
+    if cursor.last_tick_ms is not None:
+        return cursor.last_tick_ms
+    return to_ms(job.anchor) - 1  # a cron tick at exactly the start time fires
+
+
+def next_tick_ms(schedule: Schedule, after_ms: int, job: StoredJob) -> int | None:
+    """The next tick after ``after_ms`` that the job may still fire (None past its TTL)."""
+    nxt = schedule.next_after(from_ms(after_ms))
+    if nxt is None:
+        return None
+    ms = to_ms(nxt)
+    expires = job.expires_at
+    if expires is not None and ms >= to_ms(expires):
+        return None
+    return ms
+
+
+def plan(job: StoredJob, schedule: Schedule, cursor: Cursor, now_ms: int) -> Plan:
+    """Decide which due ticks (``<= now_ms``) fire, by the job's catch-up policy.
+
+    ``all`` fires every due tick younger than the catch-up deadline and counts older ones missed; ``latest``
+    fires the newest due tick; ``none`` fires a due tick only if it is on time (within the misfire threshold).
+    """
+    spec = job.job
+    after = first_after_ms(job, cursor)
+    runs_left = None if spec.max_runs is None else spec.max_runs - cursor.runs
+    if runs_left is not None and runs_left <= 0:
+        return Plan((), 0, cursor.last_tick_ms, None)
+    missed = 0
+    if spec.catch_up is CatchUp.ALL:
+        horizon = now_ms - int(spec.catch_up_deadline / timedelta(milliseconds=1))
+    else:
+        horizon = now_ms - MISFIRE_THRESHOLD_MS
+    # Skip (and count) ticks older than the horizon without materialising them all.
+    tick = next_tick_ms(schedule, after, job)
+    while tick is not None and tick < horizon:
+        if spec.catch_up is CatchUp.LATEST:
+            following = next_tick_ms(schedule, tick, job)
+            if following is None or following > now_ms:
+                break  # the newest due tick: ``latest`` fires it however late
+        missed += 1
+        after = tick
+        if missed >= MAX_COUNTED_MISSES:
+            after = max(after, horizon - 1)
+            tick = next_tick_ms(schedule, after, job)
+            break
+        tick = next_tick_ms(schedule, tick, job)
+    fire: list[int] = []
+    while tick is not None and tick <= now_ms and len(fire) < MAX_TICKS_PER_COMMIT:
+        if runs_left is not None and len(fire) >= runs_left:
+            break
+        fire.append(tick)
+        after = tick
+        tick = next_tick_ms(schedule, tick, job)
+    if spec.catch_up is CatchUp.LATEST and len(fire) > 1:
+        missed += len(fire) - 1
+        fire = fire[-1:]
+    done = runs_left is not None and len(fire) >= runs_left
+    last = after if (fire or missed) else cursor.last_tick_ms
+    return Plan(tuple(fire), missed, last, None if done else tick)

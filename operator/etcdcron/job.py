@@ -1,0 +1,212 @@
+"""The Job model: what a user asks for, validated at construction so a bad job never reaches etcd.
+
+Limits (stated once, enforced here):
+- ``name``: a DNS-1123 subdomain: 1-253 characters of ``a-z``, ``0-9``, ``-`` and ``.``, starting and ending
+  with a letter or digit.
+- ``namespace`` (the tenant): a DNS-1123 label: 1-63 characters of ``a-z``, ``0-9`` and ``-``, starting and
+  ending with a letter or digit (a Kubernetes namespace is always valid).
+- ``type``: at most 253 printable characters; ``payload``: at most 256 KiB.
+- ``ttl`` at least 1 s; ``max_runs`` at least 1; ``start_at`` time-zone aware;
+  ``retry.retries`` 0-100, ``retry.interval`` 0-1 h; ``catch_up_deadline`` at least 1 s.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from etcdcron.errors import ValidationError
+from etcdcron.schedule import Schedule, parse_schedule
+
+NAME_MAX = 253
+NAMESPACE_MAX = 63
+TYPE_MAX = 253
+PAYLOAD_MAX = 256 * 1024
+DEFAULT_NAMESPACE = "default"
+DEFAULT_CATCH_UP_DEADLINE = timedelta(minutes=5)
+
+_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
+_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+
+
+class CatchUp(StrEnum):
+    """What to do with ticks missed while no member could fire (crash, etcd outage)."""
+
+    ALL = "all"  # fire every missed tick that is younger than the catch-up deadline
+    LATEST = "latest"  # fire only the most recent missed tick
+    NONE = "none"  # fire nothing missed; resume with the next tick
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How often a failing trigger is retried before the error handler gets the firing."""
+
+    retries: int = 3
+    interval: timedelta = timedelta(seconds=1)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.retries <= 100:
+            raise ValidationError("retry.retries", f"must be between 0 and 100, got {self.retries}")
+        if not timedelta(0) <= self.interval <= timedelta(hours=1):
+            raise ValidationError("retry.interval", f"must be between 0 and 1h, got {self.interval}")
+
+
+def validate_name(name: str, field_name: str = "name") -> str:
+    if not name:
+        raise ValidationError(field_name, "must not be empty")
+    if len(name) > NAME_MAX:
+        raise ValidationError(field_name, f"must be at most {NAME_MAX} characters, got {len(name)}")
+    if not _SUBDOMAIN.fullmatch(name):
+        raise ValidationError(
+            field_name,
+            f"{name!r} is not a DNS-1123 subdomain (lowercase letters, digits, '-' and '.', "
+            "starting and ending with a letter or digit)",
+        )
+    return name
+
+
+def validate_namespace(namespace: str, field_name: str = "namespace") -> str:
+    if not namespace:
+        raise ValidationError(field_name, "must not be empty")
+    if len(namespace) > NAMESPACE_MAX:
+        raise ValidationError(field_name, f"must be at most {NAMESPACE_MAX} characters, got {len(namespace)}")
+    if not _LABEL.fullmatch(namespace):
+        raise ValidationError(
+            field_name,
+            f"{namespace!r} is not a DNS-1123 label (lowercase letters, digits and '-', "
+            "starting and ending with a letter or digit)",
+        )
+    return namespace
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A cron job as a user defines it. Constructing one validates every field."""
+
+    name: str
+    schedule: str
+    namespace: str = DEFAULT_NAMESPACE
+    type: str = ""
+    payload: bytes = b""
+    time_zone: str = "UTC"
+    ttl: timedelta | None = None
+    start_at: datetime | None = None
+    max_runs: int | None = None
+    catch_up: CatchUp = CatchUp.ALL
+    catch_up_deadline: timedelta = DEFAULT_CATCH_UP_DEADLINE
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+    def __post_init__(self) -> None:
+        validate_name(self.name)
+        validate_namespace(self.namespace)
+        if len(self.type) > TYPE_MAX or not self.type.isprintable():
+            raise ValidationError("type", f"must be at most {TYPE_MAX} printable characters")
+        if not isinstance(self.payload, bytes):
+            raise ValidationError("payload", "must be bytes")
+        if len(self.payload) > PAYLOAD_MAX:
+            raise ValidationError("payload", f"must be at most {PAYLOAD_MAX} bytes, got {len(self.payload)}")
+        if self.ttl is not None and self.ttl < timedelta(seconds=1):
+            raise ValidationError("ttl", f"must be at least 1s, got {self.ttl}")
+        if self.start_at is not None and self.start_at.tzinfo is None:
+            raise ValidationError("start_at", "must carry a time zone (e.g. 2026-01-01T00:00:00Z)")
+        if self.max_runs is not None and self.max_runs < 1:
+            raise ValidationError("max_runs", f"must be at least 1, got {self.max_runs}")
+        try:
+            object.__setattr__(self, "catch_up", CatchUp(self.catch_up))
+        except ValueError:
+            raise ValidationError(
+                "catch_up", f"must be one of all, latest, none; got {self.catch_up!r}"
+            ) from None
+        if self.catch_up_deadline < timedelta(seconds=1):
+            raise ValidationError("catch_up_deadline", f"must be at least 1s, got {self.catch_up_deadline}")
+        parse_schedule(self.schedule, self.time_zone)  # raises ValidationError naming schedule/time_zone
+
+
+@dataclass(frozen=True, slots=True)
+class StoredJob:
+    """A job as stored: the user's Job plus the identity etcd-cron gave this version of it."""
+
+    job: Job
+    id: str  # fresh per version: a re-added job starts afresh
+    created_at: datetime
+    lease: int = 0  # the TTL lease the job's keys are bound to (0: no TTL)
+
+    @property
+    def anchor(self) -> datetime:
+        """Where ticks start: the delayed start if any, else the moment the job was added."""
+        return self.job.start_at if self.job.start_at is not None else self.created_at
+
+    @property
+    def expires_at(self) -> datetime | None:
+        return None if self.job.ttl is None else self.created_at + self.job.ttl
+
+    def schedule(self) -> Schedule:
+        return parse_schedule(self.job.schedule, self.job.time_zone, anchor=self.anchor)
+
+    # -- wire format --------------------------------------------------------------------------------------
+    def to_json(self) -> bytes:
+        j = self.job
+        doc: dict[str, Any] = {
+            "id": self.id,
+            "created": _iso(self.created_at),
+            "namespace": j.namespace,
+            "name": j.name,
+            "schedule": j.schedule,
+            "timeZone": j.time_zone,
+            "type": j.type,
+            "payload": base64.b64encode(j.payload).decode(),
+            "catchUp": j.catch_up.value,
+            "catchUpDeadlineMs": _ms(j.catch_up_deadline),
+            "retries": j.retry.retries,
+            "retryIntervalMs": _ms(j.retry.interval),
+        }
+        if self.lease:
+            doc["lease"] = self.lease
+        if j.ttl is not None:
+            doc["ttlMs"] = _ms(j.ttl)
+        if j.start_at is not None:
+            doc["startAt"] = _iso(j.start_at)
+        if j.max_runs is not None:
+            doc["maxRuns"] = j.max_runs
+        return json.dumps(doc, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> StoredJob:
+        doc = json.loads(raw)
+        job = Job(
+            name=doc["name"],
+            schedule=doc["schedule"],
+            namespace=doc["namespace"],
+            type=doc.get("type", ""),
+            payload=base64.b64decode(doc.get("payload", "")),
+            time_zone=doc.get("timeZone", "UTC"),
+            ttl=_td(doc["ttlMs"]) if "ttlMs" in doc else None,
+            start_at=datetime.fromisoformat(doc["startAt"]) if "startAt" in doc else None,
+            max_runs=doc.get("maxRuns"),
+            catch_up=CatchUp(doc.get("catchUp", "all")),
+            catch_up_deadline=_td(doc.get("catchUpDeadlineMs", _ms(DEFAULT_CATCH_UP_DEADLINE))),
+            retry=RetryPolicy(doc.get("retries", 3), _td(doc.get("retryIntervalMs", 1000))),
+        )
+        return cls(job, doc["id"], datetime.fromisoformat(doc["created"]), doc.get("lease", 0))
+
+
+def _ms(td: timedelta) -> int:
+    return round(td.total_seconds() * 1000)
+
+
+def _td(ms: int) -> timedelta:
+    return timedelta(milliseconds=ms)
+
+
+def _iso(t: datetime) -> str:
+    return t.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def format_time(t: datetime) -> str:
+    """RFC 3339, UTC, milliseconds: the one time format of every output."""
+    return _iso(t)

@@ -1,0 +1,106 @@
+"""The etcd key layout, in one place: no other module builds a key string.
+
+Layout under a prefix P (default ``/etcdcron``)::
+
+    P/jobs/<pppp>/<tenant>/<name>      job spec (JSON), written by add/delete
+    P/cursors/<pppp>/<tenant>/<name>   run state (JSON), written only by fenced firing commits
+    P/members/<member-id>              one per live member, bound to its lease
+    P/partitions/<pppp>                owner of partition pppp, bound to the owner's lease
+
+The partition comes first so a member loads and watches only what it owns. Every prefix used for a range
+ends with ``/`` so tenant ``test`` never matches ``test-1``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+DEFAULT_PREFIX = "/etcdcron"
+DEFAULT_PARTITIONS = 256
+
+
+def partition_of(tenant: str, name: str, partitions: int) -> int:
+    """Stable partition of a job: the same on every member, every run, every Python version."""
+    digest = hashlib.blake2b(f"{tenant}/{name}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % partitions
+
+
+def range_end(prefix: bytes) -> bytes:
+    """The exclusive end of the key range that holds exactly the keys starting with ``prefix``."""
+    trimmed = prefix.rstrip(b"\xff")
+    if not trimmed:
+        return b"\0"
+    return trimmed[:-1] + bytes([trimmed[-1] + 1])
+
+
+@dataclass(frozen=True, slots=True)
+class JobRef:
+    """Where a job lives: tenant, name and the partition derived from them."""
+
+    tenant: str
+    name: str
+    partition: int
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Every key and prefix of one pool (one prefix, one partition count)."""
+
+    prefix: str = DEFAULT_PREFIX
+    partitions: int = DEFAULT_PARTITIONS
+
+    def __post_init__(self) -> None:
+        if not self.prefix.startswith("/") or self.prefix.endswith("/"):
+            raise ValueError(f"prefix must start with '/' and not end with it: {self.prefix!r}")
+        if not 1 <= self.partitions <= 9999:
+            raise ValueError(f"partitions must be in 1..9999, got {self.partitions}")
+
+    def ref(self, tenant: str, name: str) -> JobRef:
+        return JobRef(tenant, name, partition_of(tenant, name, self.partitions))
+
+    # -- jobs and cursors -------------------------------------------------------------------------------
+    def job(self, ref: JobRef) -> bytes:
+        return f"{self.prefix}/jobs/{ref.partition:04d}/{ref.tenant}/{ref.name}".encode()
+
+    def cursor(self, ref: JobRef) -> bytes:
+        return f"{self.prefix}/cursors/{ref.partition:04d}/{ref.tenant}/{ref.name}".encode()
+
+    def jobs_root(self) -> bytes:
+        return f"{self.prefix}/jobs/".encode()
+
+    def jobs_of_partition(self, partition: int) -> bytes:
+        return f"{self.prefix}/jobs/{partition:04d}/".encode()
+
+    def cursors_of_partition(self, partition: int) -> bytes:
+        return f"{self.prefix}/cursors/{partition:04d}/".encode()
+
+    def jobs_of_tenant_in_partition(self, tenant: str, partition: int) -> bytes:
+        return f"{self.prefix}/jobs/{partition:04d}/{tenant}/".encode()
+
+    def parse_job_key(self, key: bytes) -> JobRef:
+        """Inverse of ``job``; raises ValueError on a key outside the layout."""
+        root = self.jobs_root()
+        if not key.startswith(root):
+            raise ValueError(f"not a job key: {key!r}")
+        part, tenant, name = key[len(root) :].decode().split("/", 2)
+        return JobRef(tenant, name, int(part))
+
+    # -- membership and ownership -------------------------------------------------------------------------
+    def members_root(self) -> bytes:
+        return f"{self.prefix}/members/".encode()
+
+    def member(self, member_id: str) -> bytes:
+        return f"{self.prefix}/members/{member_id}".encode()
+
+    def member_id_of(self, key: bytes) -> str:
+        return key[len(self.members_root()) :].decode()
+
+    def partitions_root(self) -> bytes:
+        return f"{self.prefix}/partitions/".encode()
+
+    def partition(self, partition: int) -> bytes:
+        return f"{self.prefix}/partitions/{partition:04d}".encode()
+
+    def partition_of_key(self, key: bytes) -> int:
+        return int(key[len(self.partitions_root()) :])

@@ -1,0 +1,156 @@
+"""JobStore: add, get, list and delete the jobs of one tenant; read a partition for the member that owns it.
+
+Every write that changes a job touches its spec key, so a firing commit (which compares the spec's mod
+revision) can never land on a deleted or replaced job.
+"""
+
+from __future__ import annotations
+
+import builtins
+import math
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from etcdcron import etcd
+from etcdcron.errors import JobNotFoundError
+from etcdcron.etcd import EtcdClient, KeyValue
+from etcdcron.firing import Cursor
+from etcdcron.job import Job, StoredJob, validate_namespace
+from etcdcron.keys import Keys, range_end
+
+TXN_MAX_OPS = 128  # etcd's default --max-txn-ops
+
+
+@dataclass(frozen=True, slots=True)
+class JobStatus:
+    """A stored job with its run state, for get/list."""
+
+    stored: StoredJob
+    cursor: Cursor
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionSnapshot:
+    """Every job and cursor of one partition at one revision."""
+
+    revision: int
+    jobs: Sequence[KeyValue]
+    cursors: dict[bytes, KeyValue]  # job key -> its cursor's key-value
+
+
+class JobStore:
+    """Tenant-scoped job CRUD over etcd. Stateless apart from the client: cheap to create."""
+
+    def __init__(self, client: EtcdClient, keys: Keys) -> None:
+        self.client = client
+        self.keys = keys
+
+    async def add(self, job: Job, now: datetime | None = None) -> StoredJob:
+        """Store ``job``, replacing any job of the same name (the new version starts with a fresh cursor)."""
+        ref = self.keys.ref(job.namespace, job.name)
+        now = now or datetime.now(UTC)
+        created = now.replace(microsecond=now.microsecond // 1000 * 1000)  # stored with ms precision
+        lease = await self.client.grant(math.ceil(job.ttl.total_seconds())) if job.ttl else 0
+        stored = StoredJob(job, uuid.uuid4().hex, created, lease)
+        previous = await self.client.get(self.keys.job(ref))
+        await self.client.txn(
+            [],
+            [etcd.put(self.keys.job(ref), stored.to_json(), lease), etcd.delete(self.keys.cursor(ref))],
+        )
+        if previous is not None and previous.lease:
+            await self.client.revoke(previous.lease)  # the old version's TTL no longer applies
+        return stored
+
+    async def get(self, namespace: str, name: str) -> JobStatus:
+        validate_namespace(namespace)
+        ref = self.keys.ref(namespace, name)
+        response = await self.client.txn([], [etcd.get(self.keys.job(ref)), etcd.get(self.keys.cursor(ref))])
+        jobs, cursors = (r.response_range.kvs for r in response.responses)
+        if not jobs:
+            raise JobNotFoundError(namespace, name)
+        stored = StoredJob.from_json(jobs[0].value)
+        return JobStatus(stored, Cursor.for_job(stored, cursors[0].value if cursors else None))
+
+    async def list(self, namespace: str) -> builtins.list[JobStatus]:
+        """Every job of a tenant: one range per partition, batched into as few transactions as etcd allows."""
+        validate_namespace(namespace)
+        tenant = f"{namespace}/".encode()
+        job_ops = [
+            etcd.get(prefix, range_end(prefix))
+            for p in range(self.keys.partitions)
+            for prefix in [self.keys.jobs_of_tenant_in_partition(namespace, p)]
+        ]
+        cursor_ops = [
+            etcd.get(prefix, range_end(prefix))
+            for p in range(self.keys.partitions)
+            for prefix in [self.keys.cursors_of_partition(p) + tenant]
+        ]
+        job_kvs = await self._ranges(job_ops)
+        cursor_values = {
+            kv.key.rsplit(b"/", 1)[1].decode(): kv.value for kv in await self._ranges(cursor_ops)
+        }
+        result = []
+        for kv in job_kvs:
+            stored = StoredJob.from_json(kv.value)
+            result.append(JobStatus(stored, Cursor.for_job(stored, cursor_values.get(stored.job.name))))
+        return sorted(result, key=lambda s: s.stored.job.name)
+
+    async def _ranges(self, ops: Sequence[etcd.RequestOp]) -> builtins.list[KeyValue]:
+        """Run many range reads in as few transactions as etcd allows; their key-values in order."""
+        kvs: builtins.list[KeyValue] = []
+        for start in range(0, len(ops), TXN_MAX_OPS):
+            response = await self.client.txn([], ops[start : start + TXN_MAX_OPS])
+            for r in response.responses:
+                kvs.extend(r.response_range.kvs)
+        return kvs
+
+    async def delete(self, namespace: str, name: str) -> bool:
+        """Delete a job and its run state; False if there was none."""
+        validate_namespace(namespace)
+        ref = self.keys.ref(namespace, name)
+        previous = await self.client.get(self.keys.job(ref))
+        response = await self.client.txn(
+            [], [etcd.delete(self.keys.job(ref)), etcd.delete(self.keys.cursor(ref))]
+        )
+        deleted = bool(response.responses[0].response_delete_range.deleted)
+        if previous is not None and previous.lease:
+            await self.client.revoke(previous.lease)
+        return deleted
+
+    async def delete_tenant(self, namespace: str) -> int:
+        """Delete every job of a tenant (its Kubernetes namespace went away); returns how many."""
+        validate_namespace(namespace)
+        tenant = f"{namespace}/".encode()
+        ops = [
+            etcd.delete(prefix, range_end(prefix))
+            for p in range(self.keys.partitions)
+            for prefix in (
+                self.keys.jobs_of_tenant_in_partition(namespace, p),
+                self.keys.cursors_of_partition(p) + tenant,
+            )
+        ]
+        deleted = 0
+        for start in range(0, len(ops), TXN_MAX_OPS):  # even: job ranges, odd: cursor ranges
+            response = await self.client.txn([], ops[start : start + TXN_MAX_OPS])
+            deleted += sum(r.response_delete_range.deleted for r in response.responses[::2])
+        return deleted
+
+    async def read_partition(self, partition: int) -> PartitionSnapshot:
+        """Every job and cursor of one partition, read page by page at a single revision."""
+        jobs_prefix = self.keys.jobs_of_partition(partition)
+        jobs: list[KeyValue] = []
+        revision = 0
+        async for page_revision, page in self.client.range_pages(jobs_prefix, range_end(jobs_prefix)):
+            revision = page_revision
+            jobs.extend(page)
+        cursors_prefix = self.keys.cursors_of_partition(partition)
+        cursors: dict[bytes, KeyValue] = {}
+        skip = len(cursors_prefix)
+        async for _, page in self.client.range_pages(
+            cursors_prefix, range_end(cursors_prefix), revision=revision
+        ):
+            for kv in page:
+                cursors[jobs_prefix + kv.key[skip:]] = kv
+        return PartitionSnapshot(revision, jobs, cursors)

@@ -1,0 +1,149 @@
+"""The command line, as a user (and our acceptance checks) drive it: real processes, real etcd."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+
+import pytest
+
+from etcdcron.localetcd import free_port
+
+from .processes import MemberProcess, wait_for
+
+
+def etcdcron(
+    *args: str, endpoint: str | None = None, prefix: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    if endpoint:
+        env["ETCDCRON_ENDPOINTS"] = endpoint
+    if prefix:
+        env["ETCDCRON_PREFIX"] = prefix
+    return subprocess.run(
+        [sys.executable, "-m", "etcdcron.cli", *args], capture_output=True, text=True, env=env, timeout=60
+    )
+
+
+def test_add_get_list_delete(etcd_endpoint, prefix):
+    run = lambda *a: etcdcron(*a, endpoint=etcd_endpoint, prefix=prefix)  # noqa: E731
+    added = run(
+        "add",
+        "nightly",
+        "--schedule",
+        "30 1 * * *",
+        "--time-zone",
+        "America/New_York",
+        "--type",
+        "report",
+        "--payload",
+        "hi",
+        "--max-runs",
+        "5",
+        "--ttl",
+        "48h",
+        "--namespace",
+        "ops",
+    )
+    assert added.returncode == 0, added.stderr
+    doc = json.loads(added.stdout)
+    assert doc["name"] == "nightly" and doc["namespace"] == "ops" and doc["maxRuns"] == 5
+    assert doc["nextScheduled"].endswith(":30:00.000Z")
+    got = run("get", "nightly", "--namespace", "ops")
+    assert got.returncode == 0 and json.loads(got.stdout)["schedule"] == "30 1 * * *"
+    listed = run("list", "--namespace", "ops", "-o", "json")
+    assert [d["name"] for d in json.loads(listed.stdout)] == ["nightly"]
+    table = run("list", "--namespace", "ops")
+    assert "NIGHTLY" not in table.stdout and "nightly" in table.stdout and "NAME" in table.stdout
+    assert json.loads(run("list", "-o", "json").stdout) == []  # another tenant
+    assert run("delete", "nightly", "--namespace", "ops").returncode == 0
+    missing = run("get", "nightly", "--namespace", "ops")
+    assert missing.returncode == 1 and "not found" in missing.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "flag"),
+    [
+        (["add", "x", "--schedule", "* * *"], "--schedule"),
+        (["add", "x", "--schedule", "@daily", "--time-zone", "Nowhere/City"], "--time-zone"),
+        (["add", "Bad_Name", "--schedule", "@daily"], "NAME"),
+        (["add", "x", "--schedule", "@daily", "--ttl", "soon"], "--ttl"),
+        (["add", "x", "--schedule", "@daily", "--max-runs", "0"], "--max-runs"),
+        (["add", "x", "--schedule", "@daily", "--catch-up", "some"], "--catch-up"),
+        (["add", "x", "--schedule", "@daily", "--start-at", "tomorrow"], "--start-at"),
+        (["add", "x", "--schedule", "@daily", "--delay", "-5s"], "--delay"),
+        (["list", "--namespace", "UPPER"], "--namespace"),
+        (["add", "x"], "--schedule"),
+        (["list", "--endpoints", "nonsense"], "--endpoints"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line_naming_the_field(args, flag, etcd_endpoint, prefix):
+    result = etcdcron(*args, endpoint=etcd_endpoint, prefix=prefix)
+    assert result.returncode == 2, result
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert flag in lines[0], lines[0]
+
+
+def test_unreachable_etcd_exits_1_with_a_clear_message():
+    result = etcdcron("list", "--timeout", "1", endpoint=f"127.0.0.1:{free_port()}")
+    assert result.returncode == 1
+    assert "cannot reach etcd" in result.stderr
+
+
+def test_member_prints_one_json_line_per_firing_and_leaves_on_sigterm(etcd_endpoint, prefix):
+    member = MemberProcess("cli-m", etcd_endpoint, prefix).start()
+    try:
+        assert (
+            etcdcron(
+                "add",
+                "tick",
+                "--schedule",
+                "* * * * * *",
+                "--type",
+                "t",
+                "--payload",
+                "p",
+                endpoint=etcd_endpoint,
+                prefix=prefix,
+            ).returncode
+            == 0
+        )
+        wait_for(lambda: len(member.firings) >= 2, 10, "two firings")
+        first = member.firings[0]
+        assert set(first) >= {"namespace", "name", "type", "scheduled", "fired", "run", "member", "payload"}
+        assert (first["namespace"], first["name"], first["type"], first["payload"]) == (
+            "default",
+            "tick",
+            "t",
+            "p",
+        )
+        assert first["member"] == "cli-m" and first["run"] == 1 and member.firings[1]["run"] == 2
+        scheduled = datetime.fromisoformat(first["scheduled"].replace("Z", "+00:00"))
+        assert first["scheduled"].endswith(".000Z") and scheduled.tzinfo == UTC
+        started = time.monotonic()
+        assert member.terminate() == 0, member.log()
+        assert time.monotonic() - started < 5
+    finally:
+        member.stop()
+    # Its lease was revoked: nothing of it is left in etcd.
+    got = etcdcron("get", "tick", endpoint=etcd_endpoint, prefix=prefix)
+    assert got.returncode == 0
+
+
+def test_dev_runs_the_embedded_demo():
+    result = subprocess.run(
+        [sys.executable, "-m", "etcdcron.cli", "dev", "--seconds", "5", "--schedule", "* * * * * *"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    firings = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(firings) >= 2
+    ticks = [f["scheduled"] for f in firings]
+    assert len(ticks) == len(set(ticks))
