@@ -121,6 +121,14 @@ def build_parser() -> argparse.ArgumentParser:
     tenant(delete)
     delete.add_argument("name")
 
+    op = sub.add_parser("operator", help="run the Kubernetes operator (pool member + elected reconciler)")
+    common(op)
+    op.add_argument("--member-id", default=_env("MEMBER_ID", ""), help="default: <hostname>-<pid>")
+    op.add_argument("--lease-ttl", type=int, default=int(_env("LEASE_TTL", "5")), help="seconds")
+    op.add_argument("--metrics-port", type=int, default=int(_env("METRICS_PORT", "9090")), help="0: off")
+    op.add_argument("--health-port", type=int, default=int(_env("HEALTH_PORT", "8080")), help="0: off")
+    op.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"), help="default: in-cluster")
+
     dev = sub.add_parser("dev", help="demo: a local etcd, a pool of members and a sample job, firing")
     dev.add_argument("--members", type=int, default=3)
     dev.add_argument("--seconds", type=float, default=0, help="stop after this long (0: until Ctrl-C)")
@@ -313,6 +321,23 @@ async def cmd_dev(args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_operator(args: argparse.Namespace) -> int:
+    from etcdcron.controller.run import OperatorSettings, main
+
+    if args.lease_ttl < 1:
+        raise ValidationError("lease_ttl", f"must be at least 1 second, got {args.lease_ttl}")
+    settings = OperatorSettings(
+        endpoints=parse_endpoints(args.endpoints),
+        prefix=_keys(args).prefix,
+        member_id=args.member_id or default_member_id(),
+        lease_ttl=args.lease_ttl,
+        metrics_port=args.metrics_port,
+        health_port=args.health_port,
+        kubeconfig=args.kubeconfig,
+    )
+    return await main(settings)
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, int]]] = {
     "member": cmd_member,
     "add": cmd_add,
@@ -320,6 +345,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, int]]] = 
     "list": cmd_list,
     "delete": cmd_delete,
     "dev": cmd_dev,
+    "operator": cmd_operator,
 }
 
 

@@ -6,6 +6,7 @@ Layout under a prefix P (default ``/etcdcron``)::
     P/cursors/<pppp>/<tenant>/<name>   run state (JSON), written only by fenced firing commits
     P/members/<member-id>              one per live member, bound to its lease
     P/partitions/<pppp>                owner of partition pppp, bound to the owner's lease
+    P/leaders/<role>                   the one member doing <role> (the operator's reconciler), on its lease
 
 The partition comes first so a member loads and watches only what it owns. Every prefix used for a range
 ends with ``/`` so tenant ``test`` never matches ``test-1``.
@@ -104,3 +105,7 @@ class Keys:
 
     def partition_of_key(self, key: bytes) -> int:
         return int(key[len(self.partitions_root()) :])
+
+    def leader(self, role: str) -> bytes:
+        """The key a leader of ``role`` (e.g. the operator's reconciler) holds, bound to its member lease."""
+        return f"{self.prefix}/leaders/{role}".encode()

@@ -47,18 +47,42 @@ class JobStore:
         self.client = client
         self.keys = keys
 
-    async def add(self, job: Job, now: datetime | None = None) -> StoredJob:
-        """Store ``job``, replacing any job of the same name (the new version starts with a fresh cursor)."""
+    async def add(
+        self,
+        job: Job,
+        *,
+        now: datetime | None = None,
+        progress: Cursor | None = None,
+        keep_progress: bool = False,
+    ) -> StoredJob:
+        """Store ``job``, replacing any job of the same name.
+
+        The new version starts afresh unless ``progress`` gives its run state (runs, missed, last tick), or
+        ``keep_progress`` carries the replaced version's over (an edit of a running job keeps its count).
+        """
         ref = self.keys.ref(job.namespace, job.name)
+        job_key, cursor_key = self.keys.job(ref), self.keys.cursor(ref)
         now = now or datetime.now(UTC)
         created = now.replace(microsecond=now.microsecond // 1000 * 1000)  # stored with ms precision
         lease = await self.client.grant(math.ceil(job.ttl.total_seconds())) if job.ttl else 0
         stored = StoredJob(job, uuid.uuid4().hex, created, lease)
-        previous = await self.client.get(self.keys.job(ref))
-        await self.client.txn(
-            [],
-            [etcd.put(self.keys.job(ref), stored.to_json(), lease), etcd.delete(self.keys.cursor(ref))],
-        )
+        while True:
+            response = await self.client.txn([], [etcd.get(job_key), etcd.get(cursor_key)])
+            specs, cursors = (r.response_range.kvs for r in response.responses)
+            previous = specs[0] if specs else None
+            carried = progress
+            if keep_progress and previous is not None and cursors:
+                old = Cursor.for_job(StoredJob.from_json(previous.value), cursors[0].value)
+                carried = old if old != Cursor(old.job_id) else None  # a fresh cursor carries nothing
+            ops = [etcd.put(job_key, stored.to_json(), lease)]
+            if carried is not None:
+                fresh = Cursor(stored.id, carried.last_tick_ms, carried.runs, carried.missed)
+                ops.append(etcd.put(cursor_key, fresh.to_json(), lease))
+            else:
+                ops.append(etcd.delete(cursor_key))
+            seen = previous.mod_revision if previous is not None else 0
+            if (await self.client.txn([etcd.mod_revision_is(job_key, seen)], ops)).succeeded:
+                break  # else the job changed between our read and write: read again
         if previous is not None and previous.lease:
             await self.client.revoke(previous.lease)  # the old version's TTL no longer applies
         return stored

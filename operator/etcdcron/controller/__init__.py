@@ -1,0 +1,1 @@
+"""The Kubernetes operator: DistributedCronJob resources mirrored into etcd, fired by the pool."""
