@@ -1,4 +1,4 @@
-"""The operator on a real kube-apiserver (and kube-controller-manager), operator processes started for real."""
+"""The operator on a real kube-apiserver and kube-controller-manager, with real operator processes."""
 
 from __future__ import annotations
 
@@ -164,7 +164,7 @@ def ts(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
-# -- the schema and CEL rules, as the API server enforces them ------------------------------------------------
+# -- the schema and CEL rules, as the API server enforces them --------------------------------------
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
@@ -191,7 +191,7 @@ def test_name_too_long_for_job_names_is_rejected(cluster, crs, k8s_namespace):
     assert err.value.status == 422 and "52" in err.value.body
 
 
-# -- firing -----------------------------------------------------------------------------------------------------
+# -- firing -------------------------------------------------------------------------------------------
 def test_event_target_fires_every_second_with_status(operators, crs, k8s_api, k8s_namespace, cluster):
     create(
         crs,
