@@ -15,7 +15,7 @@ from etcdcron.schedule import Schedule
 MISFIRE_THRESHOLD_MS = 1_000
 """A tick fired later than this counts as missed under the ``latest`` and ``none`` policies."""
 
-MAX_COUNTED_MISSES = 100_000
+MAX_COUNTED_MISSES = 10_000
 """Counting missed ticks walks the schedule; past this many the count stops (an every-second job that was
 down for days must not stall its member)."""
 
