@@ -68,6 +68,26 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.batching.error_delays = [1, 2, 5, 10]
 
 
+@kopf.on.login(registry=registry)
+def login(memo: Any, **_: Any) -> kopf.ConnectionInfo:
+    """kopf talks to the cluster with the very credentials of the operator's kubernetes client."""
+    conf = _ctx(memo).api.configuration
+    token = (conf.api_key or {}).get("authorization") or (conf.api_key or {}).get("BearerToken")
+    scheme = None
+    if token and " " in token:
+        scheme, token = token.split(" ", 1)
+    return kopf.ConnectionInfo(
+        server=conf.host,
+        ca_path=conf.ssl_ca_cert,
+        insecure=not conf.verify_ssl,
+        certificate_path=conf.cert_file,
+        private_key_path=conf.key_file,
+        scheme=scheme,
+        token=token,
+        default_namespace=None,
+    )
+
+
 def _plain(body: Any) -> dict[str, Any]:
     return copy.deepcopy(dict(body))
 
