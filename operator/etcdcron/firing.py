@@ -44,6 +44,7 @@ class Cursor:
     runs: int = 0
     missed: int = 0
     commit: str = ""  # who wrote it: unique per commit attempt, so a member can tell its own commit apart
+    fired_ms: int | None = None  # when the latest tick was fired (its commit was planned)
 
     def to_json(self) -> bytes:
         doc = {
@@ -52,6 +53,7 @@ class Cursor:
             "runs": self.runs,
             "missed": self.missed,
             "commit": self.commit,
+            "firedMs": self.fired_ms,
         }
         return json.dumps(doc, separators=(",", ":")).encode()
 
@@ -64,6 +66,7 @@ class Cursor:
             doc.get("runs", 0),
             doc.get("missed", 0),
             doc.get("commit", ""),
+            doc.get("firedMs"),
         )
 
     @classmethod

@@ -440,6 +440,7 @@ class Member:
                         cursor.runs + len(p.fire),
                         cursor.missed + p.missed,
                         commit,
+                        now if p.fire else cursor.fired_ms,
                     ),
                 )
             planned.append(job)

@@ -208,6 +208,8 @@ def desired_status(body: dict[str, Any], observed: Observed, now: datetime) -> d
             "name": dispatched_name(meta["name"], last),
             "scheduledTime": format_time(last),
         }
+        if cursor.fired_ms is not None:
+            status["lastDispatched"]["time"] = format_time(from_ms(cursor.fired_ms))
     nxt = None
     if observed.stored is not None and cursor is not None and not (suspended or complete or expired):
         stored = observed.stored
