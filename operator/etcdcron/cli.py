@@ -80,11 +80,14 @@ def build_parser() -> argparse.ArgumentParser:
     def tenant(p: argparse.ArgumentParser) -> None:
         p.add_argument("--namespace", "-n", default=_env("NAMESPACE", "default"), help="tenant")
 
+    def pool_member(p: argparse.ArgumentParser) -> None:
+        common(p)
+        p.add_argument("--member-id", default=_env("MEMBER_ID", ""), help="default: <hostname>-<pid>")
+        p.add_argument("--lease-ttl", type=int, default=int(_env("LEASE_TTL", "5")), help="seconds")
+
     member = sub.add_parser("member", help="join the pool and fire the jobs of the partitions it owns")
-    common(member)
-    member.add_argument("--member-id", default=_env("MEMBER_ID", ""), help="default: <hostname>-<pid>")
+    pool_member(member)
     member.add_argument("--sink", choices=["stdout", "log"], default="stdout", help="where firings go")
-    member.add_argument("--lease-ttl", type=int, default=int(_env("LEASE_TTL", "5")), help="seconds")
     member.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics on this port")
 
     add = sub.add_parser("add", help="add or replace a job")
@@ -122,9 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     delete.add_argument("name")
 
     op = sub.add_parser("operator", help="run the Kubernetes operator (pool member + elected reconciler)")
-    common(op)
-    op.add_argument("--member-id", default=_env("MEMBER_ID", ""), help="default: <hostname>-<pid>")
-    op.add_argument("--lease-ttl", type=int, default=int(_env("LEASE_TTL", "5")), help="seconds")
+    pool_member(op)
     op.add_argument("--metrics-port", type=int, default=int(_env("METRICS_PORT", "9090")), help="0: off")
     op.add_argument("--health-port", type=int, default=int(_env("HEALTH_PORT", "8080")), help="0: off")
     op.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"), help="default: in-cluster")

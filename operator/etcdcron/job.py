@@ -56,32 +56,28 @@ class RetryPolicy:
             raise ValidationError("retry.interval", f"must be between 0 and 1h, got {self.interval}")
 
 
-def validate_name(name: str, field_name: str = "name") -> str:
-    if not name:
+def _validate_dns(value: str, field_name: str, limit: int, pattern: re.Pattern[str], what: str) -> str:
+    if not value:
         raise ValidationError(field_name, "must not be empty")
-    if len(name) > NAME_MAX:
-        raise ValidationError(field_name, f"must be at most {NAME_MAX} characters, got {len(name)}")
-    if not _SUBDOMAIN.fullmatch(name):
+    if len(value) > limit:
+        raise ValidationError(field_name, f"must be at most {limit} characters, got {len(value)}")
+    if not pattern.fullmatch(value):
         raise ValidationError(
-            field_name,
-            f"{name!r} is not a DNS-1123 subdomain (lowercase letters, digits, '-' and '.', "
-            "starting and ending with a letter or digit)",
+            field_name, f"{value!r} is not a {what}, starting and ending with a letter or digit)"
         )
-    return name
+    return value
+
+
+def validate_name(name: str, field_name: str = "name") -> str:
+    return _validate_dns(
+        name, field_name, NAME_MAX, _SUBDOMAIN, "DNS-1123 subdomain (lowercase letters, digits, '-' and '.'"
+    )
 
 
 def validate_namespace(namespace: str, field_name: str = "namespace") -> str:
-    if not namespace:
-        raise ValidationError(field_name, "must not be empty")
-    if len(namespace) > NAMESPACE_MAX:
-        raise ValidationError(field_name, f"must be at most {NAMESPACE_MAX} characters, got {len(namespace)}")
-    if not _LABEL.fullmatch(namespace):
-        raise ValidationError(
-            field_name,
-            f"{namespace!r} is not a DNS-1123 label (lowercase letters, digits and '-', "
-            "starting and ending with a letter or digit)",
-        )
-    return namespace
+    return _validate_dns(
+        namespace, field_name, NAMESPACE_MAX, _LABEL, "DNS-1123 label (lowercase letters, digits and '-'"
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,37 +48,48 @@ def _owner(name: str, uid: str) -> dict[str, Any]:
     }
 
 
-def event_body(firing: Firing, envelope: Envelope, member: str) -> dict[str, Any]:
-    job = firing.job.job
-    name = dispatched_name(job.name, firing.scheduled)
-    now = datetime.now(UTC)
-    reason = (envelope.target.get("event") or {}).get("reason") or "Fired"
+def _event(job_name: str, namespace: str, uid: str, member: str, **fields: Any) -> dict[str, Any]:
+    """A core/v1 Event about a DistributedCronJob, reported by this operator replica."""
+    now = format_time(datetime.now(UTC))
     return {
         "apiVersion": "v1",
         "kind": "Event",
-        "metadata": {
-            "name": name,
+        "involvedObject": {
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "name": job_name,
+            "namespace": namespace,
+            "uid": uid,
+        },
+        "count": 1,
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "source": {"component": "etcdcron-operator"},
+        "reportingComponent": REPORTING_COMPONENT,
+        "reportingInstance": member[:128],
+        **fields,
+    }
+
+
+def event_body(firing: Firing, envelope: Envelope, member: str) -> dict[str, Any]:
+    """The Event of one tick, named from the firing's identity."""
+    job = firing.job.job
+    reason = (envelope.target.get("event") or {}).get("reason") or "Fired"
+    return _event(
+        job.name,
+        job.namespace,
+        envelope.uid,
+        member,
+        metadata={
+            "name": dispatched_name(job.name, firing.scheduled),
             "namespace": job.namespace,
             "labels": {LABEL_JOB: job.name},
             "annotations": _annotations(firing, envelope),
         },
-        "involvedObject": {
-            "apiVersion": API_VERSION,
-            "kind": KIND,
-            "name": job.name,
-            "namespace": job.namespace,
-            "uid": envelope.uid,
-        },
-        "reason": reason,
-        "message": f"tick {format_time(firing.scheduled)} fired (run {firing.run})",
-        "type": "Normal",
-        "count": 1,
-        "firstTimestamp": format_time(now),
-        "lastTimestamp": format_time(now),
-        "source": {"component": "etcdcron-operator"},
-        "reportingComponent": REPORTING_COMPONENT,
-        "reportingInstance": member[:128],
-    }
+        reason=reason,
+        message=f"tick {format_time(firing.scheduled)} fired (run {firing.run})",
+        type="Normal",
+    )
 
 
 def _annotations(firing: Firing, envelope: Envelope) -> dict[str, str]:
@@ -219,30 +230,17 @@ class KubernetesDispatcher:
 
     def _warn(self, firing: Firing, envelope: Envelope, reason: str, message: str) -> None:
         job = firing.job.job
-        now = format_time(datetime.now(UTC))
-        body = {
-            "metadata": {
-                "generateName": f"{job.name}-",
-                "namespace": job.namespace,
-                "labels": {LABEL_JOB: job.name},
-            },
-            "involvedObject": {
-                "apiVersion": API_VERSION,
-                "kind": KIND,
-                "name": job.name,
-                "namespace": job.namespace,
-                "uid": envelope.uid,
-            },
-            "reason": reason,
-            "message": message,
-            "type": "Warning",
-            "count": 1,
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-            "source": {"component": "etcdcron-operator"},
-            "reportingComponent": REPORTING_COMPONENT,
-            "reportingInstance": self.member[:128],
-        }
+        meta = {"generateName": f"{job.name}-", "namespace": job.namespace, "labels": {LABEL_JOB: job.name}}
+        body = _event(
+            job.name,
+            job.namespace,
+            envelope.uid,
+            self.member,
+            metadata=meta,
+            reason=reason,
+            message=message,
+            type="Warning",
+        )
         try:
             self.core.create_namespaced_event(job.namespace, body)
         except ApiException as e:
