@@ -34,6 +34,7 @@ class OperatorProcess:
     def __init__(self, member_id: str, etcd: str, prefix: str, kubeconfig: str, log_dir: Path) -> None:
         self.member_id = member_id
         self.log_path = log_dir / f"{member_id}.log"
+        self.health_port, self.metrics_port = free_port(), free_port()
         args = [
             sys.executable,
             "-m",
@@ -49,9 +50,9 @@ class OperatorProcess:
             "--lease-ttl",
             "2",
             "--metrics-port",
-            "0",
+            str(self.metrics_port),
             "--health-port",
-            str(free_port()),
+            str(self.health_port),
             "--kubeconfig",
             kubeconfig,
         ]
@@ -489,7 +490,26 @@ def test_failover_of_the_reconciler_loses_and_doubles_no_tick(
     assert not [t for t, n in ticks.items() if n > 1]
 
 
-def test_operator_leaves_cleanly_on_sigterm(start_operator):
+def test_operator_probes_metrics_and_clean_exit_on_sigterm(start_operator, operators):
+    import urllib.request
+
+    def fetch(port: int, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as response:
+                return response.status, response.read().decode()
+        except OSError:
+            return 0, ""
+
     op = start_operator("short-lived")
-    time.sleep(4)
+    assert wait_for("readyz", lambda: fetch(op.health_port, "/readyz")[0] == 200, timeout=20)
+    assert fetch(op.health_port, "/healthz") == (200, "ok")
+    metrics = wait_for("metrics", lambda: fetch(op.metrics_port, "/metrics")[1])
+    for name in (
+        "etcdcron_firings_total",
+        "etcdcron_firing_lateness_seconds_bucket",
+        "etcdcron_commit_conflicts_total",
+        "etcdcron_partitions_owned",
+        "etcdcron_dispatch_errors_total",
+    ):
+        assert name in metrics
     assert op.stop() == 0, op.tail()
