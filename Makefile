@@ -19,7 +19,7 @@ run: $(STAMP)
 	$(VENV)/bin/etcdcron dev
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check operator tests bench
+	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
 # kube-apiserver and kube-controller-manager for tests/k8s, built from Kubernetes' Go module once and cached
