@@ -13,8 +13,10 @@ Limits (stated once, enforced here):
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import re
+import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -173,28 +175,36 @@ class StoredJob:
 
     @classmethod
     def from_json(cls, raw: bytes) -> StoredJob:
+        """Decode a stored job. Values that many jobs share (schedule, zone, tenant, policies) are shared
+        objects, so a member holding 330k jobs does not hold 330k copies of them."""
         doc = json.loads(raw)
         job = Job(
             name=doc["name"],
-            schedule=doc["schedule"],
-            namespace=doc["namespace"],
-            type=doc.get("type", ""),
+            schedule=sys.intern(doc["schedule"]),
+            namespace=sys.intern(doc["namespace"]),
+            type=sys.intern(doc.get("type", "")),
             payload=base64.b64decode(doc.get("payload", "")),
-            time_zone=doc.get("timeZone", "UTC"),
+            time_zone=sys.intern(doc.get("timeZone", "UTC")),
             ttl=_td(doc["ttlMs"]) if "ttlMs" in doc else None,
             start_at=datetime.fromisoformat(doc["startAt"]) if "startAt" in doc else None,
             max_runs=doc.get("maxRuns"),
             catch_up=CatchUp(doc.get("catchUp", "all")),
             catch_up_deadline=_td(doc.get("catchUpDeadlineMs", _ms(DEFAULT_CATCH_UP_DEADLINE))),
-            retry=RetryPolicy(doc.get("retries", 3), _td(doc.get("retryIntervalMs", 1000))),
+            retry=_retry_policy(doc.get("retries", 3), doc.get("retryIntervalMs", 1000)),
         )
         return cls(job, doc["id"], datetime.fromisoformat(doc["created"]), doc.get("lease", 0))
+
+
+@functools.lru_cache(maxsize=256)
+def _retry_policy(retries: int, interval_ms: int) -> RetryPolicy:
+    return RetryPolicy(retries, _td(interval_ms))
 
 
 def _ms(td: timedelta) -> int:
     return round(td.total_seconds() * 1000)
 
 
+@functools.lru_cache(maxsize=1024)
 def _td(ms: int) -> timedelta:
     return timedelta(milliseconds=ms)
 
