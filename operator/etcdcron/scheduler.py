@@ -42,9 +42,8 @@ from etcdcron.store import JobStore
 
 log = logging.getLogger(__name__)
 
-CHUNK_JOBS = 40
-"""Jobs per commit transaction: 2 compares and at most 2 ops each, plus one fence per partition, stays
-under etcd's default limit of 128 operations per transaction."""
+TXN_LIMIT = 128
+"""etcd's default --max-txn-ops: the most compares, and the most operations, one transaction may carry."""
 
 MAX_DUE_PER_ROUND = 4000
 RETRY_DELAY_MS = 250
@@ -67,6 +66,33 @@ class JobState:
     cursor_revision: int
     partition: int
     pending: tuple[Plan, Cursor] | None = None  # a commit sent whose outcome is unknown
+
+
+def chunk_by_partition(jobs: list[JobState], completes: Callable[[JobState], bool]) -> list[list[JobState]]:
+    """Pack jobs into as few commit transactions as etcd's limits allow.
+
+    A job costs two compares (spec, cursor) and one operation (two when its last run deletes it); each
+    distinct partition in a transaction costs one more compare (its fence). Jobs are taken partition by
+    partition, so fences are shared and a transaction carries up to ~60 jobs.
+    """
+    chunks: list[list[JobState]] = []
+    chunk: list[JobState] = []
+    compares = ops = 0
+    partitions: set[int] = set()
+    for job in sorted(jobs, key=lambda j: j.partition):
+        job_ops = 2 if completes(job) else 1
+        job_compares = 2 + (job.partition not in partitions)
+        if chunk and (compares + job_compares > TXN_LIMIT or ops + job_ops > TXN_LIMIT):
+            chunks.append(chunk)
+            chunk, compares, ops, partitions = [], 0, 0, set()
+            job_compares = 3
+        chunk.append(job)
+        partitions.add(job.partition)
+        compares += job_compares
+        ops += job_ops
+    if chunk:
+        chunks.append(chunk)
+    return chunks
 
 
 @dataclass(slots=True)
@@ -444,7 +470,7 @@ class Member:
                     ),
                 )
             planned.append(job)
-        chunks = [planned[i : i + CHUNK_JOBS] for i in range(0, len(planned), CHUNK_JOBS)]
+        chunks = chunk_by_partition(planned, self._complete)
         await asyncio.gather(*(self._commit(chunk) for chunk in chunks))
 
     def _complete(self, job: JobState) -> bool:
