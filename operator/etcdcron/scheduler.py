@@ -36,7 +36,7 @@ from etcdcron.firing import Cursor, Firing, Plan, first_after_ms, from_ms, next_
 from etcdcron.job import StoredJob
 from etcdcron.keys import Keys, range_end
 from etcdcron.membership import Membership
-from etcdcron.partitions import owned_by
+from etcdcron.partitions import owned_by, owner
 from etcdcron.schedule import Schedule
 from etcdcron.store import JobStore
 
@@ -46,6 +46,9 @@ TXN_LIMIT = 128
 """etcd's default --max-txn-ops: the most compares, and the most operations, one transaction may carry."""
 
 MAX_DUE_PER_ROUND = 4000
+PREPARE_AHEAD_MS = 100
+"""Due jobs are planned and their transactions built this long before their moment, so the moment itself
+costs only the round trip to etcd (lateness measured in bench/throughput.py)."""
 RETRY_DELAY_MS = 250
 
 
@@ -95,6 +98,16 @@ def chunk_by_partition(jobs: list[JobState], completes: Callable[[JobState], boo
     return chunks
 
 
+@dataclass(frozen=True, slots=True)
+class _Commit:
+    """One firing transaction, built ahead of its moment: the jobs, the fences it checks, its requests."""
+
+    jobs: list[JobState]
+    fences: dict[int, int]
+    compares: list[Any]
+    ops: list[Any]
+
+
 @dataclass(slots=True)
 class PartitionState:
     fence: int  # create revision of our partition key
@@ -106,6 +119,7 @@ class PartitionState:
 class Holder:
     member_id: str
     create_revision: int
+    lease: int
 
 
 class Member:
@@ -217,7 +231,7 @@ class Member:
             for kv in kvs:
                 p = self.keys.partition_of_key(kv.key)
                 if put:
-                    self._holders[p] = Holder(kv.value.decode(), kv.create_revision)
+                    self._holders[p] = Holder(kv.value.decode(), kv.create_revision, kv.lease)
                 else:
                     self._holders.pop(p, None)
 
@@ -285,8 +299,10 @@ class Member:
                 elif kind == "jobs":
                     self._apply_job_events(payload)
                 elif kind == "jobs_reset":
-                    for p in list(self.partitions):
-                        await self._load(p)
+                    # The jobs watch restarted at this revision: reload what was loaded before it.
+                    for p, state in list(self.partitions.items()):
+                        if state.loaded_revision < payload:
+                            await self._load(p)
                 elif kind == "lease_lost":
                     for p in list(self.partitions):
                         self._drop(p, "lease lost")
@@ -309,8 +325,20 @@ class Member:
                 self._drop(p, "partition key gone")
             elif p not in desired:
                 await self._release(p)
+        for p, holder in list(self._holders.items()):
+            if holder.lease == lease and lease and p not in self.partitions:
+                # Ours on paper only: a release or acquisition whose answer was lost. Free it.
+                key = self.keys.partition(p)
+                await self.client.txn(
+                    [etcd.create_revision_is(key, holder.create_revision)], [etcd.delete(key)]
+                )
         for p in sorted(desired - self.partitions.keys()):
-            if p not in self._holders and self.membership.lease:
+            # Loading a partition can take a while: re-check against the member set as it is now.
+            if (
+                p not in self._holders
+                and self.membership.lease
+                and owner(p, self._members | {self.member_id}) == self.member_id
+            ):
                 await self._acquire(p)
         if self.membership.lease and desired == self.partitions.keys():
             self.settled.set()
@@ -346,7 +374,15 @@ class Member:
         self.settled.clear()
         metrics.PARTITIONS_OWNED.set(len(self.partitions))
         metrics.JOBS_LOADED.dec(len(state.jobs))
-        # Heap entries of its jobs become stale: they no longer belong to a held partition.
+        self._compact_heap()
+
+    def _compact_heap(self) -> None:
+        """Drop timer entries of jobs no longer loaded once they outnumber the live ones (a daily job's stale
+        entry would otherwise stay for a day after a reload or a handover)."""
+        live = sum(len(state.jobs) for state in self.partitions.values())
+        if len(self._heap) > 2 * live + 1024:
+            self._heap = [entry for entry in self._heap if self._is_current(entry[2])]
+            heapq.heapify(self._heap)
 
     async def _load(self, p: int) -> None:
         state = self.partitions.get(p)
@@ -370,6 +406,7 @@ class Member:
                 and old.stored.id == job.stored.id
             ):
                 self._settle_pending(old, job)
+        self._compact_heap()
 
     def _settle_pending(self, old: JobState, new: JobState) -> None:
         """A reload found a commit whose outcome was unknown: dispatch it if it had landed, else forget it."""
@@ -433,22 +470,29 @@ class Member:
 
     # -- fire loop: timer queue and fenced commits ---------------------------------------------------------
     async def _fire_loop(self) -> None:
+        """Wait for the next due moment; plan its commits up to PREPARE_AHEAD_MS early, send them on time."""
         while True:
             now = self.clock()
-            due: list[JobState] = []
-            while self._heap and self._heap[0][0] <= now and len(due) < MAX_DUE_PER_ROUND:
-                _, _, job = heapq.heappop(self._heap)
-                if self._is_current(job):
-                    due.append(job)
-            if not due:
+            if not self._heap or self._heap[0][0] > now + PREPARE_AHEAD_MS:
                 self._wake.clear()
-                delay = (self._heap[0][0] - now) / 1000 if self._heap else 1.0
+                delay = (self._heap[0][0] - PREPARE_AHEAD_MS - now) / 1000 if self._heap else 1.0
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=max(delay, 0.0005))
                 continue
-            await self._fire(due, now)
+            at = max(self._heap[0][0], now)
+            due: list[JobState] = []
+            while self._heap and self._heap[0][0] <= at and len(due) < MAX_DUE_PER_ROUND:
+                _, _, job = heapq.heappop(self._heap)
+                if self._is_current(job):
+                    due.append(job)
+            commits = self._prepare(due, at)
+            wait = (at - self.clock()) / 1000
+            if wait > 0:
+                await asyncio.sleep(wait)
+            await asyncio.gather(*(self._send(commit) for commit in commits))
 
-    async def _fire(self, due: list[JobState], now: int) -> None:
+    def _prepare(self, due: list[JobState], now: int) -> list[_Commit]:
+        """Plan every due job as of ``now`` and build its commit transactions (CPU work, done ahead)."""
         planned: list[JobState] = []
         for job in {id(j): j for j in due}.values():
             if job.pending is None:
@@ -470,21 +514,19 @@ class Member:
                     ),
                 )
             planned.append(job)
-        chunks = chunk_by_partition(planned, self._complete)
-        await asyncio.gather(*(self._commit(chunk) for chunk in chunks))
+        built = (self._build(chunk) for chunk in chunk_by_partition(planned, self._complete))
+        return [commit for commit in built if commit.jobs]
 
     def _complete(self, job: JobState) -> bool:
         assert job.pending is not None
         max_runs = job.stored.job.max_runs
         return max_runs is not None and job.pending[1].runs >= max_runs
 
-    async def _commit(self, chunk: list[JobState]) -> None:
+    def _build(self, chunk: list[JobState]) -> _Commit:
         fences = {
             j.partition: self.partitions[j.partition].fence for j in chunk if j.partition in self.partitions
         }
         chunk = [j for j in chunk if j.partition in fences]
-        if not chunk:
-            return
         compares = [etcd.create_revision_is(self.keys.partition(p), fence) for p, fence in fences.items()]
         ops = []
         for job in chunk:
@@ -495,6 +537,10 @@ class Member:
                 ops += [etcd.delete(job.spec_key), etcd.delete(job.cursor_key)]
             else:
                 ops.append(etcd.put(job.cursor_key, job.pending[1].to_json(), job.stored.lease))
+        return _Commit(chunk, fences, compares, ops)
+
+    async def _send(self, commit: _Commit) -> None:
+        chunk, fences, compares, ops = commit.jobs, commit.fences, commit.compares, commit.ops
         metrics.COMMITS.inc()
         try:
             response = await self.client.txn(compares, ops)
