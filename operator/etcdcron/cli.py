@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 from etcdcron.cron import Cron
+from etcdcron.decode import BadEntryError, key_text
 from etcdcron.dispatch.stdout import StdoutSink
 from etcdcron.durations import parse_duration
 from etcdcron.errors import EtcdCronError, EtcdUnavailableError, JobNotFoundError, ValidationError
@@ -27,7 +28,7 @@ from etcdcron.firing import first_after_ms, from_ms, next_tick_ms
 from etcdcron.job import CatchUp, Job, RetryPolicy, format_time
 from etcdcron.keys import DEFAULT_PREFIX, Keys
 from etcdcron.membership import default_member_id
-from etcdcron.scheduler import Member
+from etcdcron.pool import Member
 from etcdcron.store import JobStatus, JobStore
 
 # The CLI flag of every Job field, so a validation error names what the user typed.
@@ -234,17 +235,32 @@ async def cmd_get(args: argparse.Namespace) -> int:
     return await _with_store(args, action)
 
 
+def bad_entry_document(keys: Keys, error: BadEntryError) -> dict[str, Any]:
+    """A stored entry that cannot be decoded, as ``list -o json`` shows it: where it is and why."""
+    parts = key_text(error.key)[len(keys.jobs_root().decode()) :].split("/")
+    return {
+        "key": key_text(error.key),
+        "namespace": parts[1] if len(parts) > 1 else None,
+        "name": "/".join(parts[2:]) if len(parts) > 2 else None,
+        "error": error.reason,
+    }
+
+
 async def cmd_list(args: argparse.Namespace) -> int:
     async def action(store: JobStore) -> int:
-        docs = [status_document(s) for s in await store.list(args.namespace)]
+        listing = await store.list(args.namespace)
+        docs = [status_document(s) for s in listing.jobs]
+        bad = [bad_entry_document(store.keys, e) for e in listing.bad]
         if args.output == "json":
-            print(json.dumps(docs, indent=2))
+            print(json.dumps(docs + bad, indent=2))
             return 0
         columns = ["name", "schedule", "timeZone", "runs", "lastScheduled", "nextScheduled"]
         rows = [[str(d[c] if d[c] is not None else "-") for c in columns] for d in docs]
         widths = [max([len(c.upper())] + [len(r[i]) for r in rows]) for i, c in enumerate(columns)]
         for row in [[c.upper() for c in columns], *rows]:
             print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+        for doc in bad:
+            print(f"error: {doc['key']}: {doc['error']}", file=sys.stderr)
         return 0
 
     return await _with_store(args, action)
@@ -290,11 +306,17 @@ async def cmd_member(args: argparse.Namespace) -> int:
     try:
         await member.start()
         try:
-            await _until_signalled()
+            signalled = asyncio.ensure_future(_until_signalled())
+            failed = asyncio.ensure_future(member.done.wait())
+            await asyncio.wait([signalled, failed], return_when=asyncio.FIRST_COMPLETED)
+            signalled.cancel()
+            failed.cancel()
         finally:
             await member.stop()
     finally:
         await client.close()
+    if member.failure is not None:
+        raise member.failure
     return 0
 
 

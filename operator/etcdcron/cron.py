@@ -10,17 +10,20 @@ touches another's jobs. Separate applications sharing one etcd use separate pref
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import replace
 
-from etcdcron.dispatch import ErrorHandler, Trigger
+from etcdcron.dispatch import ErrorHandler, Trigger, call_handler
 from etcdcron.errors import ValidationError
 from etcdcron.etcd import DEFAULT_ENDPOINT, EtcdClient
 from etcdcron.job import DEFAULT_NAMESPACE, Job, validate_namespace
 from etcdcron.keys import DEFAULT_PARTITIONS, DEFAULT_PREFIX, Keys
 from etcdcron.membership import default_member_id
-from etcdcron.scheduler import Member
-from etcdcron.store import JobStatus, JobStore
+from etcdcron.pool import Member, MemberFailure
+from etcdcron.store import JobStatus, JobStore, Listing
+
+log = logging.getLogger(__name__)
 
 
 class Cron:
@@ -47,6 +50,7 @@ class Cron:
         except ValueError as e:
             raise ValidationError("prefix", str(e)) from None
         self.store = JobStore(self.client, self.keys)
+        self.on_error = on_error
         self.member: Member | None = None
         if trigger is not None:
             self.member = Member(
@@ -93,7 +97,21 @@ class Cron:
         return await self.store.get(self.namespace, name)
 
     async def list_jobs(self) -> list[JobStatus]:
+        """The tenant's jobs; an entry that cannot be decoded is logged and handed to ``on_error``."""
+        listing = await self.list_entries()
+        for error in listing.bad:
+            log.error("%s", error)
+            await call_handler(self.on_error, None, error)
+        return listing.jobs
+
+    async def list_entries(self) -> Listing:
+        """The tenant's jobs and, apart, every entry of its range that cannot be decoded."""
         return await self.store.list(self.namespace)
+
+    @property
+    def failure(self) -> MemberFailure | None:
+        """Why this process's pool member left the pool on its own (None while it runs or after stop)."""
+        return self.member.failure if self.member is not None else None
 
     async def delete_job(self, name: str) -> bool:
         return await self.store.delete(self.namespace, name)

@@ -57,27 +57,6 @@ class Cursor:
         }
         return json.dumps(doc, separators=(",", ":")).encode()
 
-    @classmethod
-    def from_json(cls, raw: bytes) -> Cursor:
-        doc = json.loads(raw)
-        return cls(
-            doc["jobId"],
-            doc.get("lastTickMs"),
-            doc.get("runs", 0),
-            doc.get("missed", 0),
-            doc.get("commit", ""),
-            doc.get("firedMs"),
-        )
-
-    @classmethod
-    def for_job(cls, job: StoredJob, raw: bytes | None) -> Cursor:
-        """The stored cursor if it belongs to this version of the job, else a fresh one."""
-        if raw is not None:
-            cursor = cls.from_json(raw)
-            if cursor.job_id == job.id:
-                return cursor
-        return cls(job.id)
-
 
 @dataclass(frozen=True, slots=True)
 class Firing:

@@ -16,7 +16,6 @@ import base64
 import functools
 import json
 import re
-import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -68,6 +67,14 @@ def _validate_dns(value: str, field_name: str, limit: int, pattern: re.Pattern[s
             field_name, f"{value!r} is not a {what}, starting and ending with a letter or digit)"
         )
     return value
+
+
+def is_subdomain(text: str) -> bool:
+    return _SUBDOMAIN.fullmatch(text) is not None
+
+
+def is_label(text: str) -> bool:
+    return _LABEL.fullmatch(text) is not None
 
 
 def validate_name(name: str, field_name: str = "name") -> str:
@@ -182,31 +189,10 @@ class StoredJob:
             doc["maxRuns"] = j.max_runs
         return json.dumps(doc, separators=(",", ":")).encode()
 
-    @classmethod
-    def from_json(cls, raw: bytes) -> StoredJob:
-        """Decode a stored job. Values that many jobs share (schedule, zone, tenant, policies) are shared
-        objects, so a member holding 330k jobs does not hold 330k copies of them."""
-        doc = json.loads(raw)
-        job = Job.trusted(
-            name=doc["name"],
-            schedule=sys.intern(doc["schedule"]),
-            namespace=sys.intern(doc["namespace"]),
-            type=sys.intern(doc.get("type", "")),
-            payload=base64.b64decode(doc.get("payload", "")),
-            time_zone=sys.intern(doc.get("timeZone", "UTC")),
-            ttl=_td(doc["ttlMs"]) if "ttlMs" in doc else None,
-            start_at=datetime.fromisoformat(doc["startAt"]) if "startAt" in doc else None,
-            max_runs=doc.get("maxRuns"),
-            catch_up=CatchUp(doc.get("catchUp", "all")),
-            catch_up_deadline=_td(doc.get("catchUpDeadlineMs", _ms(DEFAULT_CATCH_UP_DEADLINE))),
-            retry=_retry_policy(doc.get("retries", 3), doc.get("retryIntervalMs", 1000)),
-        )
-        return cls(job, doc["id"], datetime.fromisoformat(doc["created"]), doc.get("lease", 0))
-
 
 @functools.lru_cache(maxsize=256)
-def _retry_policy(retries: int, interval_ms: int) -> RetryPolicy:
-    return RetryPolicy(retries, _td(interval_ms))
+def retry_policy_of(retries: int, interval_ms: int) -> RetryPolicy:
+    return RetryPolicy(retries, ms_delta(interval_ms))
 
 
 def _ms(td: timedelta) -> int:
@@ -214,7 +200,7 @@ def _ms(td: timedelta) -> int:
 
 
 @functools.lru_cache(maxsize=1024)
-def _td(ms: int) -> timedelta:
+def ms_delta(ms: int) -> timedelta:
     return timedelta(milliseconds=ms)
 
 

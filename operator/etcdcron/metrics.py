@@ -19,3 +19,6 @@ PARTITIONS_OWNED = Gauge("etcdcron_partitions_owned", "Partitions this member ow
 JOBS_LOADED = Gauge("etcdcron_jobs_loaded", "Jobs in the partitions this member owns")
 DISPATCH_ERRORS = Counter("etcdcron_dispatch_errors_total", "Firings whose trigger failed after all retries")
 ETCD_ERRORS = Counter("etcdcron_etcd_errors_total", "etcd calls that failed")
+BAD_ENTRIES = Gauge(
+    "etcdcron_bad_entries", "Entries in etcd this member skips because they cannot be decoded (never deleted)"
+)

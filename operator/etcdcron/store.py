@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from etcdcron import etcd
+from etcdcron.decode import BadEntryError, cursor_for, decode_job
 from etcdcron.errors import JobNotFoundError
 from etcdcron.etcd import EtcdClient, KeyValue
 from etcdcron.firing import Cursor
@@ -29,6 +30,14 @@ class JobStatus:
 
     stored: StoredJob
     cursor: Cursor
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """A tenant's jobs, and the entries of its key range that could not be decoded (never dropped)."""
+
+    jobs: builtins.list[JobStatus]
+    bad: builtins.list[BadEntryError]
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,8 +81,12 @@ class JobStore:
             previous = specs[0] if specs else None
             carried = progress
             if keep_progress and previous is not None and cursors:
-                old = Cursor.for_job(StoredJob.from_json(previous.value), cursors[0].value)
-                carried = old if old != Cursor(old.job_id) else None  # a fresh cursor carries nothing
+                try:
+                    _, old_job = decode_job(self.keys, job_key, previous.value)
+                    old = cursor_for(old_job, cursor_key, cursors[0].value)
+                    carried = old if old != Cursor(old.job_id) else None  # a fresh cursor carries nothing
+                except BadEntryError:
+                    carried = progress  # the version replaced was unreadable: nothing to carry over
             ops = [etcd.put(job_key, stored.to_json(), lease)]
             if carried is not None:
                 fresh = Cursor(stored.id, carried.last_tick_ms, carried.runs, carried.missed)
@@ -94,11 +107,13 @@ class JobStore:
         jobs, cursors = (r.response_range.kvs for r in response.responses)
         if not jobs:
             raise JobNotFoundError(namespace, name)
-        stored = StoredJob.from_json(jobs[0].value)
-        return JobStatus(stored, Cursor.for_job(stored, cursors[0].value if cursors else None))
+        _, stored = decode_job(self.keys, jobs[0].key, jobs[0].value)
+        cursor_key = self.keys.cursor(ref)
+        return JobStatus(stored, cursor_for(stored, cursor_key, cursors[0].value if cursors else None))
 
-    async def list(self, namespace: str) -> builtins.list[JobStatus]:
-        """Every job of a tenant: one range per partition, batched into as few transactions as etcd allows."""
+    async def list(self, namespace: str) -> Listing:
+        """Every job of a tenant: one range per partition, batched into as few transactions as etcd allows.
+        Entries that cannot be decoded are returned apart, each with its key and reason."""
         validate_namespace(namespace)
         tenant = f"{namespace}/".encode()
         job_ops = [
@@ -112,14 +127,16 @@ class JobStore:
             for prefix in [self.keys.cursors_of_partition(p) + tenant]
         ]
         job_kvs = await self._ranges(job_ops)
-        cursor_values = {
-            kv.key.rsplit(b"/", 1)[1].decode(): kv.value for kv in await self._ranges(cursor_ops)
-        }
-        result = []
+        cursors = {kv.key: kv.value for kv in await self._ranges(cursor_ops)}
+        jobs, bad = [], []
         for kv in job_kvs:
-            stored = StoredJob.from_json(kv.value)
-            result.append(JobStatus(stored, Cursor.for_job(stored, cursor_values.get(stored.job.name))))
-        return sorted(result, key=lambda s: s.stored.job.name)
+            try:
+                ref, stored = decode_job(self.keys, kv.key, kv.value)
+                cursor_key = self.keys.cursor(ref)
+                jobs.append(JobStatus(stored, cursor_for(stored, cursor_key, cursors.get(cursor_key))))
+            except BadEntryError as e:
+                bad.append(e)
+        return Listing(sorted(jobs, key=lambda s: s.stored.job.name), bad)
 
     async def _ranges(self, ops: Sequence[etcd.RequestOp]) -> builtins.list[KeyValue]:
         """Run many range reads in as few transactions as etcd allows; their key-values in order."""

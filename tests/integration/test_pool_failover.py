@@ -201,6 +201,6 @@ async def test_etcd_killed_and_restarted_loses_no_job_and_firing_resumes(pool, p
         assert_exactly_once(firings, start, end)
         assert any(ts(f["fired"]) > restarted_at for f in firings)
         async with EtcdClient([server.endpoint]) as client:
-            assert len(await JobStore(client, Keys(prefix)).list("default")) == JOBS
+            assert len((await JobStore(client, Keys(prefix)).list("default")).jobs) == JOBS
     finally:
         server.cleanup()

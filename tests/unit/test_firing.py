@@ -75,30 +75,3 @@ def test_a_long_backlog_is_committed_in_slices() -> None:
     job = stored(catch_up_deadline=timedelta(hours=1))
     p = plan(job, job.schedule(), Cursor("id1", ms(0)), ms(1000))
     assert len(p.fire) == MAX_TICKS_PER_COMMIT and p.next_ms == ms(MAX_TICKS_PER_COMMIT + 1)
-
-
-def test_cursor_of_another_version_is_ignored() -> None:
-    job = stored()
-    old = Cursor("old-id", ms(5), runs=7).to_json()
-    assert Cursor.for_job(job, old) == Cursor("id1")
-    assert Cursor.for_job(job, Cursor("id1", ms(5), 7, 1).to_json()) == Cursor("id1", ms(5), 7, 1)
-
-
-def test_stored_job_round_trips() -> None:
-    job = StoredJob(
-        Job(
-            name="x",
-            schedule="@every 5s",
-            namespace="t",
-            type="ty",
-            payload=b"\x00\xff",
-            ttl=timedelta(hours=1),
-            start_at=T0,
-            max_runs=4,
-            catch_up=CatchUp.NONE,
-        ),
-        "abc",
-        T0,
-        lease=42,
-    )
-    assert StoredJob.from_json(job.to_json()) == job

@@ -24,7 +24,7 @@ from etcdcron.dispatch.kubernetes import KubernetesDispatcher
 from etcdcron.etcd import EtcdClient
 from etcdcron.job import Job
 from etcdcron.keys import Keys
-from etcdcron.scheduler import Member
+from etcdcron.pool import Member
 from etcdcron.store import JobStore
 
 log = logging.getLogger(__name__)

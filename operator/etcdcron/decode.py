@@ -1,0 +1,224 @@
+"""The one decode boundary for everything read from etcd: stored jobs, cursors, member and partition keys.
+
+Data in etcd is untrusted input: anyone with access to the prefix can write a stray key, a value that is
+not JSON, a field of the wrong type, or a valid job's JSON under another job's key. Every such entry raises
+``BadEntryError`` naming the key and the reason; callers skip it, report it once per version and never
+delete it. Nothing else in the package calls ``json.loads`` on stored data.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import sys
+from datetime import datetime, timedelta
+from typing import Any
+
+from etcdcron.errors import EtcdCronError, ValidationError
+from etcdcron.firing import Cursor
+from etcdcron.job import (
+    NAME_MAX,
+    NAMESPACE_MAX,
+    PAYLOAD_MAX,
+    CatchUp,
+    Job,
+    StoredJob,
+    is_label,
+    is_subdomain,
+    ms_delta,
+    retry_policy_of,
+)
+from etcdcron.keys import JobRef, Keys, partition_of
+
+
+class BadEntryError(EtcdCronError):
+    """An entry in etcd that cannot be used: ``key`` is where it is, ``reason`` why."""
+
+    def __init__(self, key: bytes, reason: str) -> None:
+        super().__init__(f"bad entry {key_text(key)}: {reason}")
+        self.key = key
+        self.reason = reason
+
+
+def key_text(key: bytes) -> str:
+    """A key as people read it, even when it is not UTF-8."""
+    return key.decode("utf-8", "backslashreplace")
+
+
+class _Bad(Exception):
+    """A field-level problem, turned into ``BadEntryError`` at the boundary."""
+
+
+def job_ref(keys: Keys, key: bytes) -> JobRef:
+    """The job a spec key names: ``P/jobs/<pppp>/<tenant>/<name>``, in the partition its name hashes to."""
+    root = keys.jobs_root()
+    if not key.startswith(root):
+        raise BadEntryError(key, f"not under {key_text(root)}")
+    try:
+        rest = key[len(root) :].decode()
+    except UnicodeDecodeError:
+        raise BadEntryError(key, "key is not UTF-8") from None
+    parts = rest.split("/")
+    if len(parts) != 3:
+        raise BadEntryError(key, "key is not <partition>/<namespace>/<name>")
+    segment, tenant, name = parts
+    if len(segment) != 4 or not segment.isascii() or not segment.isdigit():
+        raise BadEntryError(key, f"partition segment {segment!r} is not 4 digits")
+    if not (len(tenant) <= NAMESPACE_MAX and is_label(tenant)):
+        raise BadEntryError(key, f"namespace {tenant!r} is not a DNS-1123 label")
+    if not (len(name) <= NAME_MAX and is_subdomain(name)):
+        raise BadEntryError(key, f"name {name!r} is not a DNS-1123 subdomain")
+    partition = int(segment)
+    expected = partition_of(tenant, name, keys.partitions)
+    if partition != expected:
+        raise BadEntryError(key, f"job {tenant}/{name} belongs in partition {expected:04d}, not {segment}")
+    return JobRef(tenant, name, partition)
+
+
+def decode_job(keys: Keys, key: bytes, value: bytes) -> tuple[JobRef, StoredJob]:
+    """A stored job spec, checked against its key (a job copied to another key is a bad entry)."""
+    ref = job_ref(keys, key)
+    doc = _object(key, value)
+    try:
+        stored = _stored_job(doc)
+    except _Bad as e:
+        raise BadEntryError(key, str(e)) from None
+    except ValidationError as e:
+        raise BadEntryError(key, f"{e.field}: {e.reason}") from None
+    job = stored.job
+    if (job.namespace, job.name) != (ref.tenant, ref.name):
+        raise BadEntryError(key, f"holds job {job.namespace}/{job.name}, not {ref.tenant}/{ref.name}")
+    return ref, stored
+
+
+def decode_cursor(key: bytes, value: bytes) -> Cursor:
+    """A job's run state (written only by firing commits, but read as untrusted all the same)."""
+    doc = _object(key, value)
+    try:
+        last, fired = _opt_int(doc, "lastTickMs"), _opt_int(doc, "firedMs")
+        return Cursor(
+            _str(doc, "jobId"),
+            last,
+            _int(doc, "runs", 0, lo=0),
+            _int(doc, "missed", 0, lo=0),
+            _str(doc, "commit", ""),
+            fired,
+        )
+    except _Bad as e:
+        raise BadEntryError(key, str(e)) from None
+
+
+def cursor_for(stored: StoredJob, key: bytes, value: bytes | None) -> Cursor:
+    """The stored cursor if it belongs to this version of the job, else a fresh one."""
+    if value is not None:
+        cursor = decode_cursor(key, value)
+        if cursor.job_id == stored.id:
+            return cursor
+    return Cursor(stored.id)
+
+
+def member_id(keys: Keys, key: bytes) -> str:
+    root = keys.members_root()
+    try:
+        member = key[len(root) :].decode()
+    except UnicodeDecodeError:
+        raise BadEntryError(key, "member key is not UTF-8") from None
+    if not member or "/" in member:
+        raise BadEntryError(key, "not P/members/<member-id>")
+    return member
+
+
+def partition_number(keys: Keys, key: bytes) -> int:
+    segment = key[len(keys.partitions_root()) :]
+    if len(segment) != 4 or not segment.isdigit() or int(segment) >= keys.partitions:
+        raise BadEntryError(key, f"not P/partitions/<0000-{keys.partitions - 1:04d}>")
+    return int(segment)
+
+
+# -- field decoding --------------------------------------------------------------------------------------
+def _object(key: bytes, value: bytes) -> dict[str, Any]:
+    try:
+        doc = json.loads(value)
+    except (UnicodeDecodeError, ValueError) as e:
+        raise BadEntryError(key, f"value is not JSON ({e})") from None
+    if not isinstance(doc, dict):
+        raise BadEntryError(key, f"value is a JSON {type(doc).__name__}, not an object")
+    return doc
+
+
+_MISSING: Any = object()
+
+
+def _get(doc: dict[str, Any], name: str, default: Any) -> Any:
+    value = doc.get(name, default)
+    if value is _MISSING:
+        raise _Bad(f"{name}: missing")
+    return value
+
+
+def _str(doc: dict[str, Any], name: str, default: Any = _MISSING) -> str:
+    value = _get(doc, name, default)
+    if not isinstance(value, str):
+        raise _Bad(f"{name}: expected a string, got {type(value).__name__}")
+    return value
+
+
+def _int(doc: dict[str, Any], name: str, default: Any = _MISSING, *, lo: int | None = None) -> int:
+    value = _get(doc, name, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _Bad(f"{name}: expected an integer, got {type(value).__name__}")
+    if lo is not None and value < lo:
+        raise _Bad(f"{name}: must be at least {lo}, got {value}")
+    return value
+
+
+def _opt_int(doc: dict[str, Any], name: str) -> int | None:
+    return None if doc.get(name) is None else _int(doc, name)
+
+
+def _time(doc: dict[str, Any], name: str) -> datetime:
+    text = _str(doc, name)
+    try:
+        t = datetime.fromisoformat(text)
+    except ValueError:
+        raise _Bad(f"{name}: {text!r} is not an RFC 3339 time") from None
+    if t.tzinfo is None:
+        raise _Bad(f"{name}: {text!r} has no UTC offset")
+    return t
+
+
+def _ms(doc: dict[str, Any], name: str, default: Any = _MISSING, *, lo: int = 0) -> timedelta:
+    return ms_delta(_int(doc, name, default, lo=lo))
+
+
+def _stored_job(doc: dict[str, Any]) -> StoredJob:
+    """Types and limits checked field by field (cheaply: a member decodes a million of these at start)."""
+    payload_text = _str(doc, "payload", "")
+    try:
+        payload = base64.b64decode(payload_text, validate=True)
+    except (binascii.Error, ValueError):
+        raise _Bad("payload: not base64") from None
+    if len(payload) > PAYLOAD_MAX:
+        raise _Bad(f"payload: more than {PAYLOAD_MAX} bytes")
+    catch_up_text = _str(doc, "catchUp", "all")
+    try:
+        catch_up = CatchUp(catch_up_text)
+    except ValueError:
+        raise _Bad(f"catchUp: {catch_up_text!r} is not all, latest or none") from None
+    max_runs = None if doc.get("maxRuns") is None else _int(doc, "maxRuns", lo=1)
+    job = Job.trusted(
+        name=_str(doc, "name"),
+        schedule=sys.intern(_str(doc, "schedule")),
+        namespace=sys.intern(_str(doc, "namespace")),
+        type=sys.intern(_str(doc, "type", "")),
+        payload=payload,
+        time_zone=sys.intern(_str(doc, "timeZone", "UTC")),
+        ttl=_ms(doc, "ttlMs", lo=1000) if doc.get("ttlMs") is not None else None,
+        start_at=_time(doc, "startAt") if doc.get("startAt") is not None else None,
+        max_runs=max_runs,
+        catch_up=catch_up,
+        catch_up_deadline=_ms(doc, "catchUpDeadlineMs", 300_000, lo=1000),
+        retry=retry_policy_of(_int(doc, "retries", 3), _int(doc, "retryIntervalMs", 1000)),
+    )
+    return StoredJob(job, _str(doc, "id"), _time(doc, "created"), _int(doc, "lease", 0, lo=0))

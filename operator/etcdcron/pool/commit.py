@@ -1,0 +1,198 @@
+"""Firing commits as values: what each due job commits, how jobs pack into transactions, the requests of
+each transaction, and what a refused transaction means for each of its jobs. Pure: no I/O, table-tested.
+
+A transaction's compares are: every partition key's create revision equals the member's fence; every job's
+spec and cursor mod revisions are where the member last saw them. Its operations move each cursor (or, on a
+job's last run, delete spec and cursor). etcd refuses a transaction that names a key twice, so a chunk
+never carries two jobs with the same spec or cursor key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from etcdcron import etcd
+from etcdcron.firing import Cursor, Plan
+from etcdcron.job import StoredJob
+from etcdcron.keys import Keys
+from etcdcron.schedule import Schedule
+
+TXN_LIMIT = 128
+"""etcd's default --max-txn-ops: the most compares, and the most operations, one transaction may carry."""
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A commit planned for one job: the ticks it fires and the cursor it writes."""
+
+    plan: Plan
+    cursor: Cursor
+    final: bool  # the job's last run: spec and cursor are deleted with it
+
+
+@dataclass(slots=True, eq=False)
+class JobState:
+    """A loaded job: its spec, parsed schedule, run state and the revisions its commit compares."""
+
+    stored: StoredJob
+    schedule: Schedule
+    cursor: Cursor
+    spec_key: bytes
+    cursor_key: bytes
+    spec_revision: int
+    cursor_revision: int
+    partition: int
+    pending: Pending | None = None  # a commit planned or sent whose outcome is not known yet
+
+
+def pending_commit(job: JobState, plan: Plan, now_ms: int, commit_id: str) -> Pending:
+    """The cursor ``plan`` leads to: runs and misses counted, stamped with this attempt's commit id."""
+    cursor = job.cursor
+    runs = cursor.runs + len(plan.fire)
+    max_runs = job.stored.job.max_runs
+    return Pending(
+        plan,
+        Cursor(
+            job.stored.id,
+            plan.last_tick_ms,
+            runs,
+            cursor.missed + plan.missed,
+            commit_id,
+            now_ms if plan.fire else cursor.fired_ms,
+        ),
+        max_runs is not None and runs >= max_runs,
+    )
+
+
+def _final(job: JobState) -> bool:
+    return job.pending is not None and job.pending.final
+
+
+def chunk_by_partition(jobs: Sequence[JobState]) -> list[list[JobState]]:
+    """Pack planned jobs into as few transactions as etcd's limits allow, no key twice in one.
+
+    A job costs two compares (spec, cursor) and one operation (two when its last run deletes it); each
+    distinct partition in a transaction costs one more compare (its fence). Jobs are taken partition by
+    partition, so fences are shared and a transaction carries up to 63 jobs.
+    """
+    chunks: list[list[JobState]] = []
+    deferred: list[JobState] = []
+    chunk: list[JobState] = []
+    keys: set[bytes] = set()
+    partitions: set[int] = set()
+    compares = ops = 0
+    for job in sorted(jobs, key=lambda j: j.partition):
+        if job.spec_key in keys or job.cursor_key in keys:
+            deferred.append(job)  # same key twice: etcd would refuse the whole transaction
+            continue
+        job_ops = 2 if _final(job) else 1
+        job_compares = 2 + (job.partition not in partitions)
+        if chunk and (compares + job_compares > TXN_LIMIT or ops + job_ops > TXN_LIMIT):
+            chunks.append(chunk)
+            chunk, compares, ops, partitions, keys = [], 0, 0, set(), set()
+            job_compares = 3
+        chunk.append(job)
+        keys.update((job.spec_key, job.cursor_key))
+        partitions.add(job.partition)
+        compares += job_compares
+        ops += job_ops
+    if chunk:
+        chunks.append(chunk)
+    if deferred:
+        chunks.extend(chunk_by_partition(deferred))
+    return chunks
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """One firing transaction, built ahead of its moment: the jobs, the fences it checks, its requests."""
+
+    jobs: list[JobState]
+    fences: dict[int, int]
+    compares: list[Any]
+    ops: list[Any]
+
+
+def build_commit(chunk: Sequence[JobState], fences: Mapping[int, int], keys: Keys) -> Commit:
+    """The transaction of one chunk; jobs of partitions no longer in ``fences`` are left out."""
+    used = {j.partition: fences[j.partition] for j in chunk if j.partition in fences}
+    jobs = [j for j in chunk if j.partition in used]
+    compares = [etcd.create_revision_is(keys.partition(p), fence) for p, fence in used.items()]
+    ops: list[Any] = []
+    for job in jobs:
+        assert job.pending is not None
+        compares.append(etcd.mod_revision_is(job.spec_key, job.spec_revision))
+        compares.append(etcd.mod_revision_is(job.cursor_key, job.cursor_revision))
+        if job.pending.final:
+            ops += [etcd.delete(job.spec_key), etcd.delete(job.cursor_key)]
+        else:
+            ops.append(etcd.put(job.cursor_key, job.pending.cursor.to_json(), job.stored.lease))
+    return Commit(jobs, used, compares, ops)
+
+
+# -- a refused commit --------------------------------------------------------------------------------------
+class Outcome(Enum):
+    LANDED = "landed"  # an earlier attempt of ours had landed (its commit id is in the cursor): dispatch
+    FENCE_LOST = "fence lost"  # the partition is no longer ours: forget the plan, fire nothing
+    CHANGED = "changed"  # the spec was replaced or deleted: the watch brings the new version
+    CURSOR_MOVED = "cursor moved"  # someone else wrote the cursor (a restore, a final commit): adopt it
+    RETRY = "retry"  # nothing of this job's explains the refusal (another job's did): plan again now
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCursor:
+    """A cursor as read back: its mod revision and value (None: the value is a bad entry)."""
+
+    mod_revision: int
+    cursor: Cursor | None
+
+
+@dataclass(frozen=True, slots=True)
+class Readback:
+    """What etcd holds now for a refused commit's keys, in the commit's order."""
+
+    fences: Mapping[int, int | None]  # partition -> create revision of its key now (None: gone)
+    specs: Sequence[int | None]  # each job's spec mod revision (None: deleted)
+    cursors: Sequence[StoredCursor | None]  # each job's cursor (None: none stored)
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    job: JobState
+    outcome: Outcome
+    cursor: StoredCursor | None  # what to adopt (LANDED, CURSOR_MOVED)
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    lost: frozenset[int]  # partitions whose fence failed
+    resolutions: list[Resolution]
+
+
+def resolve_refused(commit: Commit, readback: Readback) -> Refusal:
+    """Why a commit was refused, job by job. Order matters: our own landed commit is recognised first (a
+    retry of a commit that had landed before etcd's answer was lost), whatever else changed since."""
+    lost = frozenset(p for p, fence in commit.fences.items() if readback.fences.get(p) != fence)
+    resolutions = []
+    for job, spec_revision, stored in zip(commit.jobs, readback.specs, readback.cursors, strict=True):
+        assert job.pending is not None
+        stored_revision = stored.mod_revision if stored is not None else 0
+        if (
+            stored is not None
+            and stored_revision != job.cursor_revision
+            and stored.cursor == job.pending.cursor
+        ):
+            outcome = Outcome.LANDED
+        elif job.partition in lost:
+            outcome = Outcome.FENCE_LOST
+        elif spec_revision != job.spec_revision:
+            outcome = Outcome.CHANGED
+        elif stored_revision != job.cursor_revision:
+            outcome = Outcome.CURSOR_MOVED
+        else:
+            outcome = Outcome.RETRY
+        resolutions.append(Resolution(job, outcome, stored))
+    return Refusal(lost, resolutions)

@@ -1,0 +1,231 @@
+"""The fire loop: wait for the next due moment, plan and build its commits ahead, send them on time,
+dispatch what landed, and resolve what was refused.
+
+Only a committed tick is dispatched. A commit whose outcome is unknown (etcd went away mid-call) is retried
+unchanged; if it had landed, the retry is refused, the cursor read back carries our commit id, and the
+firings are dispatched then: once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+import uuid
+from collections.abc import Callable
+
+from etcdcron import etcd, metrics
+from etcdcron.decode import BadEntryError, decode_cursor
+from etcdcron.errors import EtcdUnavailableError
+from etcdcron.etcd import EtcdClient
+from etcdcron.firing import Cursor, Firing, from_ms, plan
+from etcdcron.keys import Keys
+from etcdcron.pool.commit import (
+    Commit,
+    JobState,
+    Outcome,
+    Readback,
+    StoredCursor,
+    build_commit,
+    chunk_by_partition,
+    pending_commit,
+    resolve_refused,
+)
+from etcdcron.pool.deliveries import Deliveries
+from etcdcron.pool.jobtable import JobTable
+from etcdcron.pool.reporting import Reporter
+from etcdcron.pool.timers import TimerQueue
+
+log = logging.getLogger("etcdcron.pool")
+
+MAX_DUE_PER_ROUND = 4000
+PREPARE_AHEAD_MS = 100
+"""Due jobs are planned and their transactions built this long before their moment, so the moment itself
+costs only the round trip to etcd (lateness measured in bench/throughput.py)."""
+RETRY_DELAY_MS = 250
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class FireLoop:
+    def __init__(
+        self,
+        client: EtcdClient,
+        keys: Keys,
+        table: JobTable,
+        timers: TimerQueue,
+        deliveries: Deliveries,
+        reporter: Reporter,
+        member_id: str,
+        fence_lost: Callable[[int], None],
+        clock: Callable[[], int] = now_ms,
+    ) -> None:
+        self.client = client
+        self.keys = keys
+        self.table = table
+        self.timers = timers
+        self.deliveries = deliveries
+        self.reporter = reporter
+        self.member_id = member_id
+        self.fence_lost = fence_lost
+        self.clock = clock
+        self.closing = asyncio.Event()
+        self.finished = asyncio.Event()
+        self._commits = itertools.count()
+        self._instance = uuid.uuid4().hex[:8]  # commit ids stay unique across restarts of one member id
+
+    def close(self) -> None:
+        """Finish the round in progress (its commits are sent, and what lands is dispatched), then stop."""
+        self.closing.set()
+        self.timers.wake()
+
+    async def run(self) -> None:
+        try:
+            while not self.closing.is_set():
+                await self._round()
+        finally:
+            self.finished.set()
+
+    async def _round(self) -> None:
+        now = self.clock()
+        next_at = self.timers.next_at()
+        if next_at is None or next_at > now + PREPARE_AHEAD_MS:
+            delay = (next_at - PREPARE_AHEAD_MS - now) / 1000 if next_at is not None else 1.0
+            await self.timers.wait(delay)
+            return
+        at = max(next_at, now)
+        commits = self._prepare(self.timers.pop_due(at, MAX_DUE_PER_ROUND, self.table.is_current), at)
+        wait = (at - self.clock()) / 1000
+        if wait > 0:
+            await asyncio.sleep(wait)
+        await asyncio.gather(*(self._send(commit) for commit in commits))
+
+    def _prepare(self, due: list[JobState], now: int) -> list[Commit]:
+        """Plan every due job as of ``now`` and build its transactions (CPU work, done ahead)."""
+        planned: list[JobState] = []
+        for job in due:
+            if job.pending is None:
+                p = plan(job.stored, job.schedule, job.cursor, now)
+                if not p.fire and not p.missed:
+                    self.timers.push(p.next_ms, job)
+                    continue
+                commit_id = f"{self.member_id}:{self._instance}:{next(self._commits)}"
+                job.pending = pending_commit(job, p, now, commit_id)
+            planned.append(job)
+        fences = self.table.fences()
+        built = (build_commit(chunk, fences, self.keys) for chunk in chunk_by_partition(planned))
+        return [commit for commit in built if commit.jobs]
+
+    async def _send(self, commit: Commit) -> None:
+        metrics.COMMITS.inc()
+        try:
+            response = await self.client.txn(commit.compares, commit.ops)
+        except EtcdUnavailableError as e:
+            # Outcome unknown: retry the very same commit later; its compares tell whether it had landed.
+            await self.reporter.etcd_error(e, commit.jobs[0].stored.job)
+            self._retry_later(commit.jobs)
+            return
+        if response.succeeded:
+            fired_at = self.clock()
+            for job in commit.jobs:
+                self.landed(job, response.header.revision, fired_at)
+            return
+        metrics.COMMIT_CONFLICTS.inc()
+        await self._resolve(commit)
+
+    def _retry_later(self, jobs: list[JobState]) -> None:
+        retry_at = self.clock() + RETRY_DELAY_MS
+        for job in jobs:
+            self.timers.push(retry_at, job)
+
+    def landed(self, job: JobState, revision: int, fired_at: int) -> None:
+        """The commit is in etcd: move the cursor, dispatch its ticks, schedule the next one."""
+        pending = job.pending
+        assert pending is not None
+        job.pending = None
+        first_run = job.cursor.runs + 1
+        job.cursor, job.cursor_revision = pending.cursor, revision
+        spec = job.stored.job
+        if pending.plan.missed:
+            metrics.MISSED.inc(pending.plan.missed)
+            log.info(
+                "job %s/%s: %d missed tick(s) skipped by catch-up policy %s",
+                spec.namespace,
+                spec.name,
+                pending.plan.missed,
+                spec.catch_up.value,
+            )
+        fired = from_ms(fired_at)
+        ticks = pending.plan.fire
+        for i, tick in enumerate(ticks):
+            last = pending.final and i == len(ticks) - 1
+            metrics.FIRINGS.inc()
+            metrics.LATENESS.observe(max(fired_at - tick, 0) / 1000)
+            firing = Firing(job.stored, from_ms(tick), fired, first_run + i, self.member_id, last)
+            self.deliveries.start(firing)
+        if pending.final:
+            self.table.finish(job)
+        else:
+            self.timers.push(pending.plan.next_ms, job)
+
+    def settle_reloaded(self, pairs: list[tuple[JobState, JobState]]) -> None:
+        """A reload found commits whose outcome was unknown: dispatch those that had landed, forget others."""
+        for old, new in pairs:
+            if old.pending is not None and new.cursor == old.pending.cursor:
+                new.cursor, new.pending = old.cursor, old.pending
+                self.landed(new, new.cursor_revision, self.clock())
+
+    async def _resolve(self, commit: Commit) -> None:
+        """A commit was refused: read back its keys and act on each job's outcome."""
+        ops = [etcd.get(self.keys.partition(p)) for p in commit.fences]
+        for job in commit.jobs:
+            ops += [etcd.get(job.spec_key), etcd.get(job.cursor_key)]
+        try:
+            response = await self.client.txn([], ops)
+        except EtcdUnavailableError as e:
+            await self.reporter.etcd_error(e)
+            self._retry_later(commit.jobs)
+            return
+        ranges = [r.response_range.kvs for r in response.responses]
+        fences = {
+            p: kvs[0].create_revision if kvs else None
+            for p, kvs in zip(commit.fences, ranges[: len(commit.fences)], strict=True)
+        }
+        rest = ranges[len(commit.fences) :]
+        specs = [kvs[0].mod_revision if kvs else None for kvs in rest[0::2]]
+        cursors = [self._stored_cursor(kvs[0]) if kvs else None for kvs in rest[1::2]]
+        refusal = resolve_refused(commit, Readback(fences, specs, cursors))
+        fired_at = self.clock()
+        for r in refusal.resolutions:
+            job = r.job
+            if r.outcome is Outcome.LANDED:
+                assert r.cursor is not None
+                self.landed(job, r.cursor.mod_revision, fired_at)
+                continue
+            job.pending = None
+            if r.outcome is Outcome.CURSOR_MOVED:
+                stored = r.cursor
+                if stored is not None and stored.cursor is None:
+                    self.table.finish(job)  # its cursor became a bad entry: reported, skipped, kept
+                    continue
+                cursor = stored.cursor if stored is not None else None
+                fresh = cursor is None or cursor.job_id != job.stored.id
+                job.cursor = Cursor(job.stored.id) if fresh or cursor is None else cursor
+                job.cursor_revision = stored.mod_revision if stored is not None else 0
+                self.timers.push(fired_at, job)
+            elif r.outcome is Outcome.RETRY:
+                # Refused for another job's reason (a sibling partition's fence): plan again now. Nothing
+                # known explains it otherwise: back off rather than spin.
+                self.timers.push(fired_at if refusal.lost else fired_at + RETRY_DELAY_MS, job)
+        for p in refusal.lost:
+            self.fence_lost(p)
+
+    def _stored_cursor(self, kv: etcd.KeyValue) -> StoredCursor:
+        try:
+            return StoredCursor(kv.mod_revision, decode_cursor(kv.key, kv.value))
+        except BadEntryError as e:
+            self.reporter.bad_entry(e, kv.mod_revision)
+            return StoredCursor(kv.mod_revision, None)

@@ -1,0 +1,157 @@
+"""The job table: the jobs of the partitions a member owns, loaded from a snapshot and kept current by the
+jobs watch. Everything read passes the decode boundary: a bad entry is skipped, counted and reported once
+per version, never deleted, and never stops the other jobs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from etcdcron import metrics
+from etcdcron.decode import BadEntryError, cursor_for, decode_job, job_ref
+from etcdcron.errors import ValidationError
+from etcdcron.etcd import KeyValue, WatchBatch
+from etcdcron.firing import first_after_ms, next_tick_ms
+from etcdcron.keys import Keys
+from etcdcron.pool.commit import JobState
+from etcdcron.pool.reporting import Reporter
+from etcdcron.pool.timers import TimerQueue
+from etcdcron.store import JobStore
+
+
+@dataclass(slots=True)
+class Partition:
+    """A partition this member owns: its fence and its loaded jobs."""
+
+    fence: int  # create revision of our partition key
+    loaded_revision: int = 0
+    jobs: dict[bytes, JobState] = field(default_factory=dict)
+    bad: dict[bytes, int] = field(default_factory=dict)  # skipped entries: key -> mod revision
+
+
+class JobTable:
+    def __init__(self, store: JobStore, keys: Keys, timers: TimerQueue, reporter: Reporter) -> None:
+        self.store = store
+        self.keys = keys
+        self.timers = timers
+        self.reporter = reporter
+        self.partitions: dict[int, Partition] = {}
+        self._stray: dict[bytes, int] = {}  # bad keys outside every partition's range
+
+    # -- ownership ------------------------------------------------------------------------------------------
+    def fences(self) -> dict[int, int]:
+        return {p: state.fence for p, state in self.partitions.items()}
+
+    def add(self, p: int, fence: int) -> None:
+        self.partitions[p] = Partition(fence)
+        metrics.PARTITIONS_OWNED.set(len(self.partitions))
+
+    def remove(self, p: int) -> bool:
+        state = self.partitions.pop(p, None)
+        if state is None:
+            return False
+        metrics.PARTITIONS_OWNED.set(len(self.partitions))
+        metrics.JOBS_LOADED.dec(len(state.jobs))
+        self._count_bad()
+        self.timers.sweep(self.live(), self.is_current)
+        return True
+
+    def clear(self) -> None:
+        for p in list(self.partitions):
+            self.remove(p)
+
+    def live(self) -> int:
+        return sum(len(state.jobs) for state in self.partitions.values())
+
+    def is_current(self, job: JobState) -> bool:
+        state = self.partitions.get(job.partition)
+        return state is not None and state.jobs.get(job.spec_key) is job
+
+    def finish(self, job: JobState) -> None:
+        """The job's last run landed (spec and cursor deleted with it): unload it."""
+        state = self.partitions.get(job.partition)
+        if state is not None and state.jobs.get(job.spec_key) is job:
+            del state.jobs[job.spec_key]
+            metrics.JOBS_LOADED.dec()
+
+    # -- loading --------------------------------------------------------------------------------------------
+    async def load(self, p: int) -> list[tuple[JobState, JobState]]:
+        """(Re)load a partition from one snapshot; returns (old, new) pairs of jobs loaded before with the
+        same id, so the caller can settle commits whose outcome was unknown."""
+        state = self.partitions.get(p)
+        if state is None:
+            return []
+        snapshot = await self.store.read_partition(p)
+        if self.partitions.get(p) is not state:
+            return []  # dropped while we read
+        previous = state.jobs
+        metrics.JOBS_LOADED.dec(len(previous))
+        state.jobs, state.bad = {}, {}
+        state.loaded_revision = snapshot.revision
+        carried = []
+        for kv in snapshot.jobs:
+            job = self._upsert(state, kv, snapshot.cursors.get(kv.key))
+            old = previous.get(kv.key)
+            if job is not None and old is not None and old.stored.id == job.stored.id:
+                carried.append((old, job))
+        self._count_bad()
+        self.timers.sweep(self.live(), self.is_current)
+        return carried
+
+    def apply(self, batch: WatchBatch) -> None:
+        """Job changes from the watch; events of partitions we do not own (or loaded after) are ignored."""
+        for event in batch.events:
+            kv = event.kv
+            try:
+                p = job_ref(self.keys, kv.key).partition
+            except BadEntryError as e:
+                if event.is_put:
+                    self._stray[kv.key] = kv.mod_revision
+                    self.reporter.bad_entry(e, kv.mod_revision)
+                else:
+                    self._stray.pop(kv.key, None)
+                continue
+            state = self.partitions.get(p)
+            if state is None or kv.mod_revision <= state.loaded_revision:
+                continue
+            if state.jobs.pop(kv.key, None) is not None:
+                metrics.JOBS_LOADED.dec()
+            state.bad.pop(kv.key, None)
+            if event.is_put:
+                # A new version always comes with its cursor deleted (or rewritten) in the same transaction;
+                # a cursor kept across versions is read back when a commit is refused.
+                self._upsert(state, kv, None)
+        self._count_bad()
+
+    def _upsert(self, state: Partition, kv: KeyValue, cursor_kv: KeyValue | None) -> JobState | None:
+        try:
+            ref, stored = decode_job(self.keys, kv.key, kv.value)
+            try:
+                schedule = stored.schedule()
+            except ValidationError as e:  # e.g. a time zone this machine's tzdata no longer has
+                raise BadEntryError(kv.key, f"{e.field}: {e.reason}") from None
+            cursor_key = self.keys.cursor(ref)
+            cursor = cursor_for(stored, cursor_key, cursor_kv.value if cursor_kv is not None else None)
+        except BadEntryError as e:
+            state.bad[kv.key] = kv.mod_revision
+            self.reporter.bad_entry(e, kv.mod_revision)
+            return None
+        if stored.job.max_runs is not None and cursor.runs >= stored.job.max_runs:
+            return None
+        job = JobState(
+            stored,
+            schedule,
+            cursor,
+            kv.key,
+            cursor_key,
+            kv.mod_revision,
+            cursor_kv.mod_revision if cursor_kv is not None else 0,
+            ref.partition,
+        )
+        state.jobs[kv.key] = job
+        metrics.JOBS_LOADED.inc()
+        self.timers.push(next_tick_ms(schedule, first_after_ms(stored, cursor), stored), job)
+        return job
+
+    def _count_bad(self) -> None:
+        metrics.BAD_ENTRIES.set(len(self._stray) + sum(len(s.bad) for s in self.partitions.values()))

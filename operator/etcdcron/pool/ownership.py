@@ -1,0 +1,133 @@
+"""Ownership: which partitions this member should hold, and the moves that get it there.
+
+``plan_ownership`` is pure (table-tested): from the live members, the partition keys as mirrored and the
+partitions this member holds, it returns what to drop (the key is gone or another's: stop firing at once),
+release (another member should own it: hand it over), free (a key on our lease we no longer track, or a
+key with no lease that would block a partition forever) and acquire. ``Ownership`` carries the plan out.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Set
+from dataclasses import dataclass
+
+from etcdcron import etcd
+from etcdcron.etcd import EtcdClient
+from etcdcron.keys import Keys
+from etcdcron.partitions import owned_by, owner
+from etcdcron.pool.jobtable import JobTable
+
+log = logging.getLogger("etcdcron.pool")
+
+
+@dataclass(frozen=True, slots=True)
+class Holder:
+    """A partition key as mirrored: who wrote it, its create revision (the fence) and its lease."""
+
+    member_id: str
+    create_revision: int
+    lease: int
+
+
+@dataclass(frozen=True, slots=True)
+class OwnershipPlan:
+    drop: tuple[int, ...]
+    release: tuple[int, ...]
+    free: tuple[tuple[int, int], ...]  # (partition, create revision of the key to delete)
+    acquire: tuple[int, ...]
+    desired: frozenset[int]
+
+
+def plan_ownership(
+    member_id: str,
+    lease: int,
+    partitions: int,
+    members: Set[str],
+    holders: Mapping[int, Holder],
+    holders_revision: int,
+    held: Mapping[int, int],
+) -> OwnershipPlan:
+    """``held`` maps the partitions we hold to their fences; ``holders_revision`` is how far the mirror of
+    partition keys has read (a key we created after it is not known to be missing)."""
+    desired = owned_by(member_id, partitions, members) if lease else frozenset()
+    drop, release = [], []
+    for p, fence in sorted(held.items()):
+        holder = holders.get(p)
+        if holders_revision >= fence and (holder is None or holder.create_revision != fence):
+            drop.append(p)
+        elif p not in desired:
+            release.append(p)
+    free = []
+    for p, holder in sorted(holders.items()):
+        ours_on_paper = bool(lease) and holder.lease == lease and p not in held
+        if ours_on_paper or (holder.lease == 0 and p in desired):
+            free.append((p, holder.create_revision))
+    acquire = tuple(sorted(p for p in desired - held.keys() if p not in holders))
+    return OwnershipPlan(tuple(drop), tuple(release), tuple(free), acquire, desired)
+
+
+class Ownership:
+    """Acquires, releases and drops partitions; the job table holds what is owned."""
+
+    def __init__(self, client: EtcdClient, keys: Keys, table: JobTable, member_id: str) -> None:
+        self.client = client
+        self.keys = keys
+        self.table = table
+        self.member_id = member_id
+        self.members: set[str] = set()
+        self.holders: dict[int, Holder] = {}
+        self.holders_revision = 0
+
+    def plan(self, lease: int) -> OwnershipPlan:
+        return plan_ownership(
+            self.member_id,
+            lease,
+            self.keys.partitions,
+            self.members,
+            self.holders,
+            self.holders_revision,
+            self.table.fences(),
+        )
+
+    def should_acquire(self, p: int, lease: int) -> bool:
+        """Still free and still ours by the member set as it is now (loading earlier ones took a while)."""
+        return (
+            bool(lease)
+            and p not in self.holders
+            and owner(p, self.members | {self.member_id}) == self.member_id
+        )
+
+    def drop(self, p: int, why: str) -> None:
+        if self.table.remove(p):
+            log.info("member %s gives up partition %d (%s)", self.member_id, p, why)
+
+    def drop_all(self, why: str) -> None:
+        if self.table.partitions:
+            count = len(self.table.partitions)
+            log.warning("member %s gives up all %d partitions (%s)", self.member_id, count, why)
+        self.table.clear()
+
+    async def release(self, p: int) -> None:
+        state = self.table.partitions.get(p)
+        if state is None:
+            return
+        self.drop(p, "handed over")
+        key = self.keys.partition(p)
+        await self.client.txn([etcd.create_revision_is(key, state.fence)], [etcd.delete(key)])
+
+    async def free(self, p: int, create_revision: int) -> None:
+        key = self.keys.partition(p)
+        await self.client.txn([etcd.create_revision_is(key, create_revision)], [etcd.delete(key)])
+
+    async def acquire(self, p: int, lease: int) -> None:
+        """Take a free partition (a key bound to our lease: its create revision is our fence) and load it."""
+        key = self.keys.partition(p)
+        response = await self.client.txn(
+            [etcd.create_revision_is(key, 0)], [etcd.put(key, self.member_id.encode(), lease)]
+        )
+        if not response.succeeded:
+            return
+        self.table.add(p, response.header.revision)
+        log.debug("member %s acquired partition %d", self.member_id, p)
+        await self.table.load(p)
