@@ -90,8 +90,9 @@ class MemberProcess:
             self.process.kill()
             self.process.wait()
 
-    def log(self) -> str:
-        return "".join(self.stderr_lines[-50:])
+    def log(self, limit: int | None = 50) -> str:
+        """The member's stderr: its last ``limit`` lines (None: all of it)."""
+        return "".join(self.stderr_lines[-limit:] if limit else self.stderr_lines)
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.05) -> None:

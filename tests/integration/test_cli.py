@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from etcdcron.keys import Keys
 from etcdcron.localetcd import free_port
 
 from .processes import MemberProcess, wait_for
@@ -63,6 +64,31 @@ def test_add_get_list_delete(etcd_endpoint, prefix):
     assert run("delete", "nightly", "--namespace", "ops").returncode == 0
     missing = run("get", "nightly", "--namespace", "ops")
     assert missing.returncode == 1 and "not found" in missing.stderr
+
+
+async def test_list_shows_the_good_jobs_and_reports_each_bad_entry(etcd_endpoint, prefix, etcd_client):
+    run = lambda *a: etcdcron(*a, endpoint=etcd_endpoint, prefix=prefix)  # noqa: E731
+    assert run("add", "fine", "--schedule", "@daily").returncode == 0
+    keys = Keys(prefix)
+    broken, copied = keys.job(keys.ref("default", "broken")), keys.job(keys.ref("default", "copied"))
+    await etcd_client.put(broken, b"[1, 2]")
+    await etcd_client.put(copied, (await etcd_client.get(keys.job(keys.ref("default", "fine")))).value)
+    listed = run("list", "-o", "json")
+    assert listed.returncode == 0, listed.stderr
+    docs = {d["name"]: d for d in json.loads(listed.stdout)}
+    assert docs["fine"]["schedule"] == "@daily" and "error" not in docs["fine"]
+    assert docs["broken"]["error"] == "value is a JSON list, not an object"
+    assert docs["broken"]["key"] == broken.decode() and docs["broken"]["namespace"] == "default"
+    assert docs["copied"]["error"] == "holds job default/fine, not default/copied"
+    table = run("list")
+    assert table.returncode == 0 and "fine" in table.stdout
+    assert f"error: {broken.decode()}: value is a JSON list, not an object" in table.stderr
+    got = run("get", "broken")
+    assert got.returncode == 1
+    assert (
+        got.stderr.strip()
+        == f"etcdcron: error: bad entry {broken.decode()}: value is a JSON list, not an object"
+    )
 
 
 @pytest.mark.parametrize(
