@@ -11,6 +11,7 @@ members = st.lists(
 
 
 @given(members)
+@settings(deadline=None)
 def test_every_partition_has_exactly_one_owner(ids: list[str]) -> None:
     plan = assignment(64, ids)
     assert set(plan) == set(range(64))
@@ -21,7 +22,7 @@ def test_every_partition_has_exactly_one_owner(ids: list[str]) -> None:
 
 
 @given(members, st.from_regex(r"new-[a-z0-9]{1,8}", fullmatch=True))
-@settings(max_examples=50)
+@settings(max_examples=50, deadline=None)
 def test_a_join_moves_only_what_the_newcomer_wins(ids: list[str], newcomer: str) -> None:
     before = assignment(1024, ids)
     after = assignment(1024, [*ids, newcomer])
@@ -29,11 +30,9 @@ def test_a_join_moves_only_what_the_newcomer_wins(ids: list[str], newcomer: str)
     assert all(after[p] == newcomer for p in moved)  # nothing moves between old members
 
 
-@given(members)
-@settings(max_examples=50)
+@given(members.filter(lambda ids: len(ids) >= 2))
+@settings(max_examples=50, deadline=None)
 def test_a_leave_moves_only_the_leavers_partitions(ids: list[str]) -> None:
-    if len(ids) < 2:
-        return
     leaver = ids[0]
     before = assignment(1024, ids)
     after = assignment(1024, ids[1:])
