@@ -17,7 +17,7 @@ from etcdcron import etcd
 from etcdcron.decode import BadEntryError, cursor_for, decode_job
 from etcdcron.errors import JobNotFoundError
 from etcdcron.etcd import EtcdClient, KeyValue
-from etcdcron.firing import Cursor
+from etcdcron.firing import Cursor, to_ms
 from etcdcron.job import Job, StoredJob, validate_namespace
 from etcdcron.keys import Keys, range_end
 
@@ -75,30 +75,45 @@ class JobStore:
         created = now.replace(microsecond=now.microsecond // 1000 * 1000)  # stored with ms precision
         lease = await self.client.grant(math.ceil(job.ttl.total_seconds())) if job.ttl else 0
         stored = StoredJob(job, uuid.uuid4().hex, created, lease)
+        created_ms = to_ms(created)
         while True:
             response = await self.client.txn([], [etcd.get(job_key), etcd.get(cursor_key)])
             specs, cursors = (r.response_range.kvs for r in response.responses)
             previous = specs[0] if specs else None
+            old = self._cursor_of(job_key, cursor_key, previous, cursors[0] if cursors else None)
             carried = progress
-            if keep_progress and previous is not None and cursors:
-                try:
-                    _, old_job = decode_job(self.keys, job_key, previous.value)
-                    old = cursor_for(old_job, cursor_key, cursors[0].value)
-                    carried = old if old != Cursor(old.job_id) else None  # a fresh cursor carries nothing
-                except BadEntryError:
-                    carried = progress  # the version replaced was unreadable: nothing to carry over
+            if keep_progress and old is not None and old != Cursor(old.job_id):
+                carried = old  # a fresh cursor carries nothing
             ops = [etcd.put(job_key, stored.to_json(), lease)]
             if carried is not None:
                 fresh = Cursor(stored.id, carried.last_tick_ms, carried.runs, carried.missed)
                 ops.append(etcd.put(cursor_key, fresh.to_json(), lease))
+            elif old is not None and old.last_tick_ms is not None and old.last_tick_ms >= created_ms:
+                # The replaced version already committed a tick at or after this one's start (commits go
+                # out ahead of their tick): the new version starts afresh after it, never firing it again.
+                ops.append(etcd.put(cursor_key, Cursor(stored.id, old.last_tick_ms).to_json(), lease))
             else:
                 ops.append(etcd.delete(cursor_key))
             seen = previous.mod_revision if previous is not None else 0
-            if (await self.client.txn([etcd.mod_revision_is(job_key, seen)], ops)).succeeded:
-                break  # else the job changed between our read and write: read again
+            seen_cursor = cursors[0].mod_revision if cursors else 0
+            compares = [etcd.mod_revision_is(job_key, seen), etcd.mod_revision_is(cursor_key, seen_cursor)]
+            if (await self.client.txn(compares, ops)).succeeded:
+                break  # else the job or its run state changed between our read and write: read again
         if previous is not None and previous.lease:
             await self.client.revoke(previous.lease)  # the old version's TTL no longer applies
         return stored
+
+    def _cursor_of(
+        self, job_key: bytes, cursor_key: bytes, spec: KeyValue | None, cursor: KeyValue | None
+    ) -> Cursor | None:
+        """The run state of the version about to be replaced (None: none, or unreadable)."""
+        if spec is None or cursor is None:
+            return None
+        try:
+            _, stored = decode_job(self.keys, job_key, spec.value)
+            return cursor_for(stored, cursor_key, cursor.value)
+        except BadEntryError:
+            return None
 
     async def get(self, namespace: str, name: str) -> JobStatus:
         validate_namespace(namespace)

@@ -30,11 +30,14 @@ def job_names(count: int = JOBS) -> list[str]:
     return [f"job-{i:03d}" for i in range(count)]
 
 
-async def add_jobs(endpoint: str, prefix: str, count: int = JOBS, schedule: str = "* * * * * *") -> None:
+async def add_jobs(
+    endpoint: str, prefix: str, count: int = JOBS, schedule: str = "* * * * * *", first: int = 0
+) -> None:
+    """Add jobs ``job-<first>`` ... ``job-<first + count - 1>``."""
     async with EtcdClient([endpoint]) as client:
         store = JobStore(client, Keys(prefix))
-        for start in range(0, count, 100):
-            names = job_names(count)[start : start + 100]
+        for start in range(first, first + count, 100):
+            names = job_names(first + count)[start : min(start + 100, first + count)]
             await asyncio.gather(*(store.add(Job(name=name, schedule=schedule)) for name in names))
 
 

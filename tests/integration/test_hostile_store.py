@@ -69,7 +69,7 @@ async def test_a_poisoned_store_never_silences_the_pool(pool, etcd_endpoint, pre
             await client.put(key, value)
         await asyncio.sleep(2)
         # A job added after the poisoning fires; a member joining afterwards takes its share.
-        await add_jobs(etcd_endpoint, prefix, GOOD_JOBS + 1)
+        await add_jobs(etcd_endpoint, prefix, 1, first=GOOD_JOBS)
         members.append(pool("p2"))
         await wait_settled(etcd_endpoint, prefix, ["p0", "p1", "p2"])
         wait_for(lambda: any(f["name"] == f"job-{GOOD_JOBS:03d}" for f in everything(members)), 20, "new job")

@@ -1,5 +1,11 @@
-"""The fire loop: wait for the next due moment, plan and build its commits ahead, send them on time,
-dispatch what landed, and resolve what was refused.
+"""The fire loop: wait until the next due moment is near, plan and build its commits, send them ahead of
+the moment, hand what landed to the deliveries (which hold each firing until its tick), and resolve what
+was refused.
+
+Commits go out up to ``COMMIT_AHEAD_MS`` before their tick, so the etcd round trip is over when the tick
+comes and the trigger is called on time (lateness: the timer's precision, not etcd's latency). The price,
+stated in docs/design.md: a member killed after such a commit and before the tick loses those firings
+(at-most-once delivery), a window up to ``COMMIT_AHEAD_MS`` wider than the round trip alone.
 
 Only a committed tick is dispatched. A commit whose outcome is unknown (etcd went away mid-call) is retried
 unchanged; if it had landed, the retry is refused, the cursor read back carries our commit id, and the
@@ -14,12 +20,13 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from datetime import datetime
 
 from etcdcron import etcd, metrics
 from etcdcron.decode import BadEntryError, decode_cursor
 from etcdcron.errors import EtcdUnavailableError
 from etcdcron.etcd import EtcdClient
-from etcdcron.firing import Cursor, Firing, from_ms, plan
+from etcdcron.firing import Cursor, Firing, from_ms, plan, to_ms
 from etcdcron.keys import Keys
 from etcdcron.pool.commit import (
     Commit,
@@ -40,9 +47,9 @@ from etcdcron.pool.timers import TimerQueue
 log = logging.getLogger("etcdcron.pool")
 
 MAX_DUE_PER_ROUND = 4000
-PREPARE_AHEAD_MS = 100
-"""Due jobs are planned and their transactions built this long before their moment, so the moment itself
-costs only the round trip to etcd (lateness measured in bench/throughput.py)."""
+COMMIT_AHEAD_MS = 150
+"""Due jobs are planned, built and committed this long before their moment (lateness and the window it
+costs measured in bench/throughput.py)."""
 RETRY_DELAY_MS = 250
 
 
@@ -92,15 +99,12 @@ class FireLoop:
     async def _round(self) -> None:
         now = self.clock()
         next_at = self.timers.next_at()
-        if next_at is None or next_at > now + PREPARE_AHEAD_MS:
-            delay = (next_at - PREPARE_AHEAD_MS - now) / 1000 if next_at is not None else 1.0
+        if next_at is None or next_at > now + COMMIT_AHEAD_MS:
+            delay = (next_at - COMMIT_AHEAD_MS - now) / 1000 if next_at is not None else 1.0
             await self.timers.wait(delay)
             return
         at = max(next_at, now)
         commits = self._prepare(self.timers.pop_due(at, MAX_DUE_PER_ROUND, self.table.is_current), at)
-        wait = (at - self.clock()) / 1000
-        if wait > 0:
-            await asyncio.sleep(wait)
         await asyncio.gather(*(self._send(commit) for commit in commits))
 
     def _prepare(self, due: list[JobState], now: int) -> list[Commit]:
@@ -129,9 +133,7 @@ class FireLoop:
             self._retry_later(commit.jobs)
             return
         if response.succeeded:
-            fired_at = self.clock()
-            for job in commit.jobs:
-                self.landed(job, response.header.revision, fired_at)
+            self.deliver([f for job in commit.jobs for f in self.landed(job, response.header.revision)])
             return
         metrics.COMMIT_CONFLICTS.inc()
         await self._resolve(commit)
@@ -141,8 +143,16 @@ class FireLoop:
         for job in jobs:
             self.timers.push(retry_at, job)
 
-    def landed(self, job: JobState, revision: int, fired_at: int) -> None:
-        """The commit is in etcd: move the cursor, dispatch its ticks, schedule the next one."""
+    def deliver(self, firings: list[Firing]) -> None:
+        """Hand landed firings to the deliveries, one group per tick, each held until its tick."""
+        by_tick: dict[datetime, list[Firing]] = {}
+        for firing in firings:
+            by_tick.setdefault(firing.scheduled, []).append(firing)
+        for tick, group in by_tick.items():
+            self.deliveries.start(group, to_ms(tick))
+
+    def landed(self, job: JobState, revision: int) -> list[Firing]:
+        """The commit is in etcd: move the cursor, schedule the next tick; returns the firings to deliver."""
         pending = job.pending
         assert pending is not None
         job.pending = None
@@ -158,25 +168,27 @@ class FireLoop:
                 pending.plan.missed,
                 spec.catch_up.value,
             )
-        fired = from_ms(fired_at)
         ticks = pending.plan.fire
-        for i, tick in enumerate(ticks):
-            last = pending.final and i == len(ticks) - 1
-            metrics.FIRINGS.inc()
-            metrics.LATENESS.observe(max(fired_at - tick, 0) / 1000)
-            firing = Firing(job.stored, from_ms(tick), fired, first_run + i, self.member_id, last)
-            self.deliveries.start(firing)
+        firings = [
+            # ``fired`` is stamped when the firing is handed to the trigger
+            Firing(job.stored, from_ms(tick), from_ms(tick), first_run + i, self.member_id, last)
+            for i, tick in enumerate(ticks)
+            for last in [pending.final and i == len(ticks) - 1]
+        ]
         if pending.final:
             self.table.finish(job)
         else:
             self.timers.push(pending.plan.next_ms, job)
+        return firings
 
     def settle_reloaded(self, pairs: list[tuple[JobState, JobState]]) -> None:
         """A reload found commits whose outcome was unknown: dispatch those that had landed, forget others."""
+        firings = []
         for old, new in pairs:
             if old.pending is not None and new.cursor == old.pending.cursor:
                 new.cursor, new.pending = old.cursor, old.pending
-                self.landed(new, new.cursor_revision, self.clock())
+                firings += self.landed(new, new.cursor_revision)
+        self.deliver(firings)
 
     async def _resolve(self, commit: Commit) -> None:
         """A commit was refused: read back its keys and act on each job's outcome."""
@@ -198,12 +210,13 @@ class FireLoop:
         specs = [kvs[0].mod_revision if kvs else None for kvs in rest[0::2]]
         cursors = [self._stored_cursor(kvs[0]) if kvs else None for kvs in rest[1::2]]
         refusal = resolve_refused(commit, Readback(fences, specs, cursors))
-        fired_at = self.clock()
+        now = self.clock()
+        landed: list[Firing] = []
         for r in refusal.resolutions:
             job = r.job
             if r.outcome is Outcome.LANDED:
                 assert r.cursor is not None
-                self.landed(job, r.cursor.mod_revision, fired_at)
+                landed += self.landed(job, r.cursor.mod_revision)
                 continue
             job.pending = None
             if r.outcome is Outcome.CURSOR_MOVED:
@@ -215,11 +228,12 @@ class FireLoop:
                 fresh = cursor is None or cursor.job_id != job.stored.id
                 job.cursor = Cursor(job.stored.id) if fresh or cursor is None else cursor
                 job.cursor_revision = stored.mod_revision if stored is not None else 0
-                self.timers.push(fired_at, job)
+                self.timers.push(now, job)
             elif r.outcome is Outcome.RETRY:
                 # Refused for another job's reason (a sibling partition's fence): plan again now. Nothing
                 # known explains it otherwise: back off rather than spin.
-                self.timers.push(fired_at if refusal.lost else fired_at + RETRY_DELAY_MS, job)
+                self.timers.push(now if refusal.lost else now + RETRY_DELAY_MS, job)
+        self.deliver(landed)
         for p in refusal.lost:
             self.fence_lost(p)
 
