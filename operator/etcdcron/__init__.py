@@ -3,17 +3,21 @@
 from etcdcron.cron import Cron
 from etcdcron.errors import EtcdCronError, EtcdUnavailableError, JobNotFoundError, ValidationError
 from etcdcron.firing import Firing
-from etcdcron.job import CatchUp, Job, RetryPolicy, StoredJob
+from etcdcron.job import CatchUp, Job, StoredJob
+from etcdcron.policy import Delivery, FailurePolicy, RetryPolicy, TriggerResult
 
 __all__ = [
     "CatchUp",
     "Cron",
+    "Delivery",
     "EtcdCronError",
     "EtcdUnavailableError",
+    "FailurePolicy",
     "Firing",
     "Job",
     "JobNotFoundError",
     "RetryPolicy",
     "StoredJob",
+    "TriggerResult",
     "ValidationError",
 ]

@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import sys
+import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import UTC, datetime
 from typing import Any, NoReturn
@@ -26,9 +27,10 @@ from etcdcron.durations import parse_duration
 from etcdcron.errors import EtcdCronError, EtcdUnavailableError, JobNotFoundError, ValidationError
 from etcdcron.etcd import DEFAULT_ENDPOINT, EtcdClient, parse_endpoints
 from etcdcron.firing import first_after_ms, from_ms, next_tick_ms
-from etcdcron.job import CatchUp, Job, RetryPolicy, format_time
+from etcdcron.job import CatchUp, Job, format_time
 from etcdcron.keys import DEFAULT_PREFIX, Keys
 from etcdcron.membership import default_member_id
+from etcdcron.policy import Delivery, FailurePolicy
 from etcdcron.settings import PoolSettings
 from etcdcron.store import JobStatus, JobStore
 
@@ -49,6 +51,9 @@ FLAG_OF_FIELD = {
     "prefix": "--prefix",
     "lease_ttl": "--lease-ttl",
     "delay": "--delay",
+    "delivery": "--delivery",
+    "failure_policy": "--failure-policy",
+    "token": "--token",
     "member_id": "--member-id",
     "timeout": "--timeout",
 }
@@ -111,7 +116,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--catch-up", default="all", help="missed ticks: all (within the deadline), latest, none"
     )
     add.add_argument("--catch-up-deadline", default="5m", help="how old a missed tick may be under 'all'")
-    add.add_argument("--retries", type=int, default=3, help="retries of a failing trigger")
+    add.add_argument(
+        "--delivery",
+        default="at-least-once",
+        help="at-least-once (acknowledged; re-delivered after a crash) or at-most-once (never repeated)",
+    )
+    policy = add.add_mutually_exclusive_group()
+    policy.add_argument(
+        "--failure-policy",
+        help="drop | constant:INTERVAL:MAX | exponential:INITIAL:MAX_INTERVAL:MAX (default constant:1s:3)",
+    )
+    policy.add_argument("--retries", type=int, help="shorthand for --failure-policy constant:1s:N")
 
     get = sub.add_parser("get", help="show a job and its run state (JSON)")
     common(get)
@@ -127,6 +142,19 @@ def build_parser() -> argparse.ArgumentParser:
     common(delete)
     tenant(delete)
     delete.add_argument("name")
+
+    trig = sub.add_parser("trigger", help="fire a job now, once per --token")
+    common(trig)
+    tenant(trig)
+    trig.add_argument("name")
+    trig.add_argument("--payload", help="this firing's payload (default: the job's)")
+    trig.add_argument("--token", default="", help="idempotency token (default: a new random one)")
+
+    hist = sub.add_parser("history", help="the job's last firings and their results")
+    common(hist)
+    tenant(hist)
+    hist.add_argument("name")
+    hist.add_argument("-o", "--output", choices=["table", "json"], default="table")
 
     op = sub.add_parser("operator", help="run the Kubernetes operator (pool member + elected reconciler)")
     pool_member(op)
@@ -165,8 +193,22 @@ def job_from_args(args: argparse.Namespace) -> Job:
         max_runs=args.max_runs,
         catch_up=_catch_up(args.catch_up),
         catch_up_deadline=parse_duration(args.catch_up_deadline, "catch_up_deadline"),
-        retry=RetryPolicy(retries=args.retries),
+        failure_policy=_failure_policy(args),
+        delivery=_delivery(args.delivery),
     )
+
+
+def _failure_policy(args: argparse.Namespace) -> FailurePolicy:
+    if args.failure_policy is not None:
+        return FailurePolicy.parse(args.failure_policy)
+    return FailurePolicy.constant(max_retries=args.retries) if args.retries is not None else FailurePolicy()
+
+
+def _delivery(text: str) -> Delivery:
+    try:
+        return Delivery(text.lower())
+    except ValueError:
+        raise ValidationError("delivery", f"must be at-least-once or at-most-once; got {text!r}") from None
 
 
 def _catch_up(text: str) -> CatchUp:
@@ -195,6 +237,8 @@ def status_document(status: JobStatus) -> dict[str, Any]:
         "expiresAt": format_time(stored.expires_at) if stored.expires_at else None,
         "maxRuns": job.max_runs,
         "catchUp": job.catch_up.value,
+        "delivery": job.delivery.value,
+        "failurePolicy": job.failure_policy.text(),
         "runs": cursor.runs,
         "missed": cursor.missed,
         "lastScheduled": format_time(from_ms(cursor.last_tick_ms)) if cursor.last_tick_ms else None,
@@ -232,7 +276,12 @@ async def cmd_add(args: argparse.Namespace) -> int:
 
 async def cmd_get(args: argparse.Namespace) -> int:
     async def action(store: JobStore) -> int:
-        print(json.dumps(status_document(await store.get(args.namespace, args.name)), indent=2))
+        doc = status_document(await store.get(args.namespace, args.name))
+        history = await store.history(args.namespace, args.name)
+        doc["recent"] = [entry.document() for entry in history[-5:]]
+        failed = [entry for entry in history if entry.result == "failed"]
+        doc["lastFailure"] = failed[-1].document() if failed else None
+        print(json.dumps(doc, indent=2))
         return 0
 
     return await _with_store(args, action)
@@ -372,12 +421,43 @@ async def cmd_operator(args: argparse.Namespace) -> int:
     return await main(settings)
 
 
+async def cmd_trigger(args: argparse.Namespace) -> int:
+    """Fire a job now, once per token (the same token again fires nothing more)."""
+    token = args.token or uuid.uuid4().hex
+    payload = args.payload.encode() if args.payload is not None else None
+
+    async def action(store: JobStore) -> int:
+        made = await store.request_run(args.namespace, args.name, token, payload)
+        print(json.dumps({"namespace": args.namespace, "name": args.name, "token": token, "new": made}))
+        return 0
+
+    return await _with_store(args, action)
+
+
+async def cmd_history(args: argparse.Namespace) -> int:
+    async def action(store: JobStore) -> int:
+        docs = [entry.document() for entry in await store.history(args.namespace, args.name)]
+        if args.output == "json":
+            print(json.dumps(docs, indent=2))
+            return 0
+        columns = ["scheduled", "fired", "run", "result", "attempts", "member", "kind"]
+        rows = [[str(d[c]) for c in columns] for d in docs]
+        widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(columns)]
+        for row in [[c.upper() for c in columns], *rows]:
+            print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+        return 0
+
+    return await _with_store(args, action)
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, int]]] = {
     "member": cmd_member,
     "add": cmd_add,
     "get": cmd_get,
     "list": cmd_list,
     "delete": cmd_delete,
+    "trigger": cmd_trigger,
+    "history": cmd_history,
     "dev": cmd_dev,
     "operator": cmd_operator,
 }

@@ -11,12 +11,14 @@ touches another's jobs. Separate applications sharing one etcd use separate pref
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Sequence
 from dataclasses import replace
 
 from etcdcron.dispatch import ErrorHandler, Trigger, call_handler
 from etcdcron.errors import ValidationError
 from etcdcron.etcd import DEFAULT_ENDPOINT
+from etcdcron.firing import HistoryEntry
 from etcdcron.job import DEFAULT_NAMESPACE, Job, validate_namespace
 from etcdcron.keys import DEFAULT_PARTITIONS, DEFAULT_PREFIX
 from etcdcron.pool import Member, MemberFailure
@@ -99,6 +101,21 @@ class Cron:
     async def list_entries(self) -> Listing:
         """The tenant's jobs and, apart, every entry of its range that cannot be decoded."""
         return await self.store.list(self.namespace)
+
+    async def trigger_job(self, name: str, *, payload: bytes | None = None, token: str | None = None) -> str:
+        """Fire a job now (not counted as a run), once per ``token``; returns the token."""
+        token = token or uuid.uuid4().hex
+        await self.store.request_run(self.namespace, name, token, payload)
+        return token
+
+    async def history(self, name: str) -> list[HistoryEntry]:
+        """The job's last settled firings, oldest first."""
+        return await self.store.history(self.namespace, name)
+
+    def deliverable(self, *prefixes: str) -> int:
+        """A consumer is ready for jobs whose ``<namespace>/<name>`` starts with one of ``prefixes``:
+        this process's member delivers the firings it parked for them. Returns how many."""
+        return self.member.deliverable(*prefixes) if self.member is not None else 0
 
     @property
     def failure(self) -> MemberFailure | None:

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from etcdcron.errors import EtcdCronError, ValidationError
-from etcdcron.firing import Cursor
+from etcdcron.firing import MANUAL, SCHEDULED, Cursor, HistoryEntry, InFlight, RunRequest
 from etcdcron.job import (
     NAME_MAX,
     NAMESPACE_MAX,
@@ -24,12 +24,13 @@ from etcdcron.job import (
     CatchUp,
     Job,
     StoredJob,
+    failure_policy_of,
     is_label,
     is_subdomain,
     ms_delta,
-    retry_policy_of,
 )
 from etcdcron.keys import JobRef, Keys, partition_of
+from etcdcron.policy import Delivery, FailurePolicy
 
 
 class BadEntryError(EtcdCronError):
@@ -118,6 +119,67 @@ def cursor_for(stored: StoredJob, key: bytes, value: bytes | None) -> Cursor:
     return Cursor(stored.id)
 
 
+def decode_inflight(key: bytes, value: bytes) -> InFlight:
+    doc = _object(key, value)
+    try:
+        kind = _str(doc, "kind", SCHEDULED)
+        if kind not in (SCHEDULED, MANUAL):
+            raise _Bad(f"kind: {kind!r} is not scheduled or manual")
+        payload = doc.get("payload")
+        spec = doc.get("spec")
+        return InFlight(
+            _str(doc, "jobId"),
+            _int(doc, "tickMs", lo=0),
+            _int(doc, "run", lo=0),
+            kind,
+            _str(doc, "token", ""),
+            _int(doc, "attempts", 0, lo=0),
+            _int(doc, "nextAttemptMs", 0, lo=0),
+            _bool(doc, "parked", False),
+            None if payload is None else _base64(_str(doc, "payload"), "payload"),
+            None if spec is None else _str(doc, "spec").encode(),
+        )
+    except _Bad as e:
+        raise BadEntryError(key, str(e)) from None
+
+
+def decode_request(key: bytes, value: bytes) -> RunRequest:
+    doc = _object(key, value)
+    try:
+        payload = doc.get("payload")
+        return RunRequest(
+            _str(doc, "token"),
+            _int(doc, "requestedMs", 0, lo=0),
+            None if payload is None else _base64(_str(doc, "payload"), "payload"),
+            _bool(doc, "done", False),
+            _str(doc, "member", ""),
+        )
+    except _Bad as e:
+        raise BadEntryError(key, str(e)) from None
+
+
+def decode_history(key: bytes, value: bytes) -> tuple[str, list[HistoryEntry]]:
+    """(job id, entries) of a job's history."""
+    doc = _object(key, value)
+    try:
+        rows = doc.get("entries")
+        if not isinstance(rows, list):
+            raise _Bad("entries: expected a list")
+        entries = []
+        for row in rows:
+            if not (isinstance(row, list) and len(row) == 7):
+                raise _Bad("entries: each entry is a list of 7 values")
+            ints = (row[0], row[1], row[3], row[5])
+            if not all(isinstance(v, int) and not isinstance(v, bool) for v in ints):
+                raise _Bad("entries: times, run and attempts must be integers")
+            if not all(isinstance(v, str) for v in (row[2], row[4], row[6])):
+                raise _Bad("entries: member, result and kind must be strings")
+            entries.append(HistoryEntry(row[0], row[1], row[2], row[3], row[4], row[5], row[6]))
+        return _str(doc, "jobId"), entries
+    except _Bad as e:
+        raise BadEntryError(key, str(e)) from None
+
+
 def member_id(keys: Keys, key: bytes) -> str:
     root = keys.members_root()
     try:
@@ -173,6 +235,20 @@ def _int(doc: dict[str, Any], name: str, default: Any = _MISSING, *, lo: int | N
     return value
 
 
+def _bool(doc: dict[str, Any], name: str, default: Any = _MISSING) -> bool:
+    value = _get(doc, name, default)
+    if not isinstance(value, bool):
+        raise _Bad(f"{name}: expected true or false, got {type(value).__name__}")
+    return value
+
+
+def _base64(text: str, name: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise _Bad(f"{name}: not base64") from None
+
+
 def _opt_int(doc: dict[str, Any], name: str) -> int | None:
     return None if doc.get(name) is None else _int(doc, name)
 
@@ -192,13 +268,39 @@ def _ms(doc: dict[str, Any], name: str, default: Any = _MISSING, *, lo: int = 0)
     return ms_delta(_int(doc, name, default, lo=lo))
 
 
+def _failure_policy(doc: dict[str, Any]) -> FailurePolicy:
+    """``failurePolicy``, or the ``retries``/``retryIntervalMs`` of jobs stored by earlier versions."""
+    if "failurePolicy" not in doc:
+        retries, interval = _int(doc, "retries", 3), _int(doc, "retryIntervalMs", 1000)
+        return failure_policy_of("constant", interval, max(interval, 60_000), retries)
+    policy = doc["failurePolicy"]
+    if not isinstance(policy, dict):
+        raise _Bad(f"failurePolicy: expected an object, got {type(policy).__name__}")
+    backoff = _str(policy, "backoff")
+    if backoff not in ("drop", "constant", "exponential"):
+        raise _Bad(f"failurePolicy.backoff: {backoff!r} is not drop, constant or exponential")
+    try:
+        return failure_policy_of(
+            backoff,
+            _int(policy, "intervalMs", lo=0),
+            _int(policy, "maxIntervalMs", lo=0),
+            _int(policy, "maxRetries", lo=0),
+        )
+    except _Bad as e:
+        raise _Bad(f"failurePolicy.{e}") from None
+
+
+def _delivery(doc: dict[str, Any]) -> Delivery:
+    text = _str(doc, "delivery", "at-least-once")
+    try:
+        return Delivery(text)
+    except ValueError:
+        raise _Bad(f"delivery: {text!r} is not at-least-once or at-most-once") from None
+
+
 def _stored_job(doc: dict[str, Any]) -> StoredJob:
     """Types and limits checked field by field (cheaply: a member decodes a million of these at start)."""
-    payload_text = _str(doc, "payload", "")
-    try:
-        payload = base64.b64decode(payload_text, validate=True)
-    except (binascii.Error, ValueError):
-        raise _Bad("payload: not base64") from None
+    payload = _base64(_str(doc, "payload", ""), "payload")
     if len(payload) > PAYLOAD_MAX:
         raise _Bad(f"payload: more than {PAYLOAD_MAX} bytes")
     catch_up_text = _str(doc, "catchUp", "all")
@@ -219,6 +321,7 @@ def _stored_job(doc: dict[str, Any]) -> StoredJob:
         max_runs=max_runs,
         catch_up=catch_up,
         catch_up_deadline=_ms(doc, "catchUpDeadlineMs", 300_000, lo=1000),
-        retry=retry_policy_of(_int(doc, "retries", 3), _int(doc, "retryIntervalMs", 1000)),
+        failure_policy=_failure_policy(doc),
+        delivery=_delivery(doc),
     )
     return StoredJob(job, _str(doc, "id"), _time(doc, "created"), _int(doc, "lease", 0, lo=0))

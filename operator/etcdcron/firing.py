@@ -5,11 +5,12 @@ Times here are integer milliseconds since the Unix epoch: the timer queue compar
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from etcdcron.job import CatchUp, StoredJob
+from etcdcron.job import CatchUp, StoredJob, format_time
 from etcdcron.schedule import Schedule
 
 MISFIRE_THRESHOLD_MS = 1_000
@@ -58,9 +59,18 @@ class Cursor:
         return json.dumps(doc, separators=(",", ":")).encode()
 
 
+SCHEDULED = "scheduled"
+MANUAL = "manual"
+
+
 @dataclass(frozen=True, slots=True)
 class Firing:
-    """One tick of one job, fired once. ``key`` is stable across retries and members: use it to dedupe."""
+    """One tick of one job. ``key`` is stable across retries, re-deliveries and members: use it to dedupe.
+
+    A run-now firing (``kind`` manual) carries the request's ``token`` (its key ends in ``manual/<token>``)
+    and is not counted as a run (``run`` 0); ``payload`` overrides the job's payload when the request gave
+    one. ``attempt`` counts deliveries of this firing (2 and up: a retry or a re-delivery).
+    """
 
     job: StoredJob
     scheduled: datetime
@@ -68,11 +78,108 @@ class Firing:
     run: int
     member: str
     last: bool  # the job's final run (max runs reached): it is removed with this firing
+    kind: str = SCHEDULED
+    token: str = ""
+    attempt: int = 1
+    payload_override: bytes | None = None
 
     @property
     def key(self) -> str:
         j = self.job.job
+        if self.kind == MANUAL:
+            return f"{j.namespace}/{j.name}/{self.job.id}/manual/{self.token}"
         return f"{j.namespace}/{j.name}/{self.job.id}/{to_ms(self.scheduled)}"
+
+    @property
+    def payload(self) -> bytes:
+        return self.job.job.payload if self.payload_override is None else self.payload_override
+
+
+@dataclass(frozen=True, slots=True)
+class InFlight:
+    """A firing whose delivery is not settled: committed and unacknowledged (at-least-once), retrying
+    after a failure, or parked as undeliverable. Stored under ``P/inflight/...`` so a takeover goes on."""
+
+    job_id: str
+    tick_ms: int
+    run: int
+    kind: str = SCHEDULED
+    token: str = ""
+    attempts: int = 0  # deliveries tried so far
+    next_attempt_ms: int = 0  # not before this (a retry's backoff)
+    parked: bool = False  # the trigger answered undeliverable: wait for a consumer
+    payload: bytes | None = None  # a run-now request's own payload
+    spec: bytes | None = None  # the job's stored JSON, kept with a final run's firing (its spec is deleted)
+
+    @property
+    def tag(self) -> str:
+        return f"m{self.token}" if self.kind == MANUAL else f"t{self.tick_ms}"
+
+    def to_json(self) -> bytes:
+        doc: dict[str, object] = {"jobId": self.job_id, "tickMs": self.tick_ms, "run": self.run}
+        if self.kind != SCHEDULED:
+            doc["kind"], doc["token"] = self.kind, self.token
+        if self.attempts:
+            doc["attempts"], doc["nextAttemptMs"] = self.attempts, self.next_attempt_ms
+        if self.parked:
+            doc["parked"] = True
+        if self.payload is not None:
+            doc["payload"] = base64.b64encode(self.payload).decode()
+        if self.spec is not None:
+            doc["spec"] = self.spec.decode()
+        return json.dumps(doc, separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """One settled firing, as ``etcdcron history`` shows it."""
+
+    scheduled_ms: int
+    fired_ms: int
+    member: str
+    run: int
+    result: str  # success | failed | dropped | undeliverable
+    attempts: int
+    kind: str = SCHEDULED
+
+    def document(self) -> dict[str, object]:
+        return {
+            "scheduled": format_time(from_ms(self.scheduled_ms)),
+            "fired": format_time(from_ms(self.fired_ms)),
+            "member": self.member,
+            "run": self.run,
+            "result": self.result,
+            "attempts": self.attempts,
+            "kind": self.kind,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RunRequest:
+    """A run-now request: fire the job once for ``token`` (kept, ``done``, so the token never fires twice)."""
+
+    token: str
+    requested_ms: int
+    payload: bytes | None = None
+    done: bool = False
+    member: str = ""
+
+    def to_json(self) -> bytes:
+        doc: dict[str, object] = {"token": self.token, "requestedMs": self.requested_ms, "done": self.done}
+        if self.payload is not None:
+            doc["payload"] = base64.b64encode(self.payload).decode()
+        if self.member:
+            doc["member"] = self.member
+        return json.dumps(doc, separators=(",", ":")).encode()
+
+
+HISTORY_LENGTH = 20
+"""Settled firings kept per job (``etcdcron history``, the operator's ``status.recent``)."""
+
+
+def history_json(job_id: str, entries: list[HistoryEntry]) -> bytes:
+    rows = [[e.scheduled_ms, e.fired_ms, e.member, e.run, e.result, e.attempts, e.kind] for e in entries]
+    return json.dumps({"jobId": job_id, "entries": rows}, separators=(",", ":")).encode()
 
 
 @dataclass(frozen=True, slots=True)

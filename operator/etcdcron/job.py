@@ -7,7 +7,7 @@ Limits (stated once, enforced here):
   ending with a letter or digit (a Kubernetes namespace is always valid).
 - ``type``: at most 253 printable characters; ``payload``: at most 256 KiB.
 - ``ttl`` at least 1 s; ``max_runs`` at least 1; ``start_at`` time-zone aware;
-  ``retry.retries`` 0-100, ``retry.interval`` 0-1 h; ``catch_up_deadline`` at least 1 s.
+  ``failure_policy``: 0-100 retries, intervals 0-24 h; ``catch_up_deadline`` at least 1 s.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from enum import StrEnum
 from typing import Any
 
 from etcdcron.errors import ValidationError
+from etcdcron.policy import Backoff, Delivery, FailurePolicy
 from etcdcron.schedule import Schedule, parse_schedule
 
 NAME_MAX = 253
@@ -41,20 +42,6 @@ class CatchUp(StrEnum):
     ALL = "all"  # fire every missed tick that is younger than the catch-up deadline
     LATEST = "latest"  # fire only the most recent missed tick
     NONE = "none"  # fire nothing missed; resume with the next tick
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """How often a failing trigger is retried before the error handler gets the firing."""
-
-    retries: int = 3
-    interval: timedelta = timedelta(seconds=1)
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.retries <= 100:
-            raise ValidationError("retry.retries", f"must be between 0 and 100, got {self.retries}")
-        if not timedelta(0) <= self.interval <= timedelta(hours=1):
-            raise ValidationError("retry.interval", f"must be between 0 and 1h, got {self.interval}")
 
 
 def _validate_dns(value: str, field_name: str, limit: int, pattern: re.Pattern[str], what: str) -> str:
@@ -104,7 +91,8 @@ class Job:
     max_runs: int | None = None
     catch_up: CatchUp = CatchUp.ALL
     catch_up_deadline: timedelta = DEFAULT_CATCH_UP_DEADLINE
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    failure_policy: FailurePolicy = field(default_factory=FailurePolicy)
+    delivery: Delivery = Delivery.AT_LEAST_ONCE
 
     def __post_init__(self) -> None:
         validate_name(self.name)
@@ -127,6 +115,14 @@ class Job:
             raise ValidationError(
                 "catch_up", f"must be one of all, latest, none; got {self.catch_up!r}"
             ) from None
+        try:
+            object.__setattr__(self, "delivery", Delivery(self.delivery))
+        except ValueError:
+            raise ValidationError(
+                "delivery", f"must be at-least-once or at-most-once; got {self.delivery!r}"
+            ) from None
+        if not isinstance(self.failure_policy, FailurePolicy):
+            raise ValidationError("failure_policy", "must be a FailurePolicy")
         if self.catch_up_deadline < timedelta(seconds=1):
             raise ValidationError("catch_up_deadline", f"must be at least 1s, got {self.catch_up_deadline}")
         parse_schedule(self.schedule, self.time_zone)  # raises ValidationError naming schedule/time_zone
@@ -176,8 +172,8 @@ class StoredJob:
             "payload": base64.b64encode(j.payload).decode(),
             "catchUp": j.catch_up.value,
             "catchUpDeadlineMs": _ms(j.catch_up_deadline),
-            "retries": j.retry.retries,
-            "retryIntervalMs": _ms(j.retry.interval),
+            "delivery": j.delivery.value,
+            "failurePolicy": failure_policy_document(j.failure_policy),
         }
         if self.lease:
             doc["lease"] = self.lease
@@ -190,9 +186,21 @@ class StoredJob:
         return json.dumps(doc, separators=(",", ":")).encode()
 
 
+def failure_policy_document(policy: FailurePolicy) -> dict[str, Any]:
+    return {
+        "backoff": policy.backoff.value,
+        "intervalMs": _ms(policy.interval),
+        "maxIntervalMs": _ms(policy.max_interval),
+        "maxRetries": policy.max_retries,
+    }
+
+
 @functools.lru_cache(maxsize=256)
-def retry_policy_of(retries: int, interval_ms: int) -> RetryPolicy:
-    return RetryPolicy(retries, ms_delta(interval_ms))
+def failure_policy_of(
+    backoff: str, interval_ms: int, max_interval_ms: int, max_retries: int
+) -> FailurePolicy:
+    """Shared policy values for the many jobs that store the same one (raises ValidationError)."""
+    return FailurePolicy(Backoff(backoff), ms_delta(interval_ms), max_retries, ms_delta(max_interval_ms))
 
 
 def _ms(td: timedelta) -> int:

@@ -4,6 +4,10 @@ Layout under a prefix P (default ``/etcdcron``)::
 
     P/jobs/<pppp>/<tenant>/<name>      job spec (JSON), written by add/delete
     P/cursors/<pppp>/<tenant>/<name>   run state (JSON), written only by fenced firing commits
+    P/inflight/<pppp>/<tenant>/<name>/<tag>   a firing committed but not yet acknowledged (at-least-once),
+                                       or retrying, or parked; tag: t<tick ms> | m<token>
+    P/history/<pppp>/<tenant>/<name>   the job's last firings and their results (JSON list, bounded)
+    P/requests/<pppp>/<tenant>/<name>/<token>  a run-now request, kept (done) so a token fires once
     P/members/<member-id>              one per live member, bound to its lease
     P/partitions/<pppp>                owner of partition pppp, bound to the owner's lease
     P/leaders/<role>                   the one member doing <role> (the operator's reconciler), on its lease
@@ -78,6 +82,46 @@ class Keys:
 
     def jobs_of_tenant_in_partition(self, tenant: str, partition: int) -> bytes:
         return f"{self.prefix}/jobs/{partition:04d}/{tenant}/".encode()
+
+    def inflight(self, ref: JobRef, tag: str) -> bytes:
+        return f"{self.prefix}/inflight/{ref.partition:04d}/{ref.tenant}/{ref.name}/{tag}".encode()
+
+    def inflight_of_job(self, ref: JobRef) -> bytes:
+        return f"{self.prefix}/inflight/{ref.partition:04d}/{ref.tenant}/{ref.name}/".encode()
+
+    def inflight_of_partition(self, partition: int) -> bytes:
+        return f"{self.prefix}/inflight/{partition:04d}/".encode()
+
+    def history(self, ref: JobRef) -> bytes:
+        return f"{self.prefix}/history/{ref.partition:04d}/{ref.tenant}/{ref.name}".encode()
+
+    def history_of_partition(self, partition: int) -> bytes:
+        return f"{self.prefix}/history/{partition:04d}/".encode()
+
+    def request(self, ref: JobRef, token: str) -> bytes:
+        return f"{self.prefix}/requests/{ref.partition:04d}/{ref.tenant}/{ref.name}/{token}".encode()
+
+    def requests_of_job(self, ref: JobRef) -> bytes:
+        return f"{self.prefix}/requests/{ref.partition:04d}/{ref.tenant}/{ref.name}/".encode()
+
+    def requests_root(self) -> bytes:
+        return f"{self.prefix}/requests/".encode()
+
+    def requests_of_partition(self, partition: int) -> bytes:
+        return f"{self.prefix}/requests/{partition:04d}/".encode()
+
+    def sibling(self, job_key: bytes, kind: str) -> bytes:
+        """The key of kind ``inflight``, ``history``, ``requests`` or ``cursors`` of a job key."""
+        root = self.jobs_root()
+        return f"{self.prefix}/{kind}/".encode() + job_key[len(root) :]
+
+    def partition_of_sibling(self, key: bytes, kind: str) -> int | None:
+        """The partition of a ``P/<kind>/<pppp>/...`` key (None: not such a key)."""
+        root = f"{self.prefix}/{kind}/".encode()
+        segment = key[len(root) : len(root) + 4]
+        if not key.startswith(root) or len(segment) != 4 or not segment.isdigit():
+            return None
+        return int(segment)
 
     def parse_job_key(self, key: bytes) -> JobRef:
         """Inverse of ``job``; raises ValueError on a key outside the layout."""

@@ -22,3 +22,7 @@ ETCD_ERRORS = Counter("etcdcron_etcd_errors_total", "etcd calls that failed")
 BAD_ENTRIES = Gauge(
     "etcdcron_bad_entries", "Entries in etcd this member skips because they cannot be decoded (never deleted)"
 )
+SETTLEMENTS = Counter(
+    "etcdcron_settlements_total", "Acknowledgements, retry states and history records written to etcd"
+)
+PARKED = Gauge("etcdcron_parked_firings", "Firings parked as undeliverable, waiting for a consumer")

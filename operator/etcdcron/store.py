@@ -8,20 +8,23 @@ from __future__ import annotations
 
 import builtins
 import math
+import re
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from etcdcron import etcd
-from etcdcron.decode import BadEntryError, cursor_for, decode_job
-from etcdcron.errors import JobNotFoundError
+from etcdcron.decode import BadEntryError, cursor_for, decode_history, decode_job
+from etcdcron.errors import JobNotFoundError, ValidationError
 from etcdcron.etcd import EtcdClient, KeyValue
-from etcdcron.firing import Cursor, to_ms
-from etcdcron.job import Job, StoredJob, validate_namespace
-from etcdcron.keys import Keys, range_end
+from etcdcron.firing import Cursor, HistoryEntry, RunRequest, to_ms
+from etcdcron.job import PAYLOAD_MAX, Job, StoredJob, validate_namespace
+from etcdcron.keys import JobRef, Keys, range_end
 
 TXN_MAX_OPS = 128  # etcd's default --max-txn-ops
+TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+"""A run-now request token: it names a key, so it is kept short and plain."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,11 +45,14 @@ class Listing:
 
 @dataclass(frozen=True, slots=True)
 class PartitionSnapshot:
-    """Every job and cursor of one partition at one revision."""
+    """Every job of one partition and what belongs to each, at one revision."""
 
     revision: int
     jobs: Sequence[KeyValue]
     cursors: dict[bytes, KeyValue]  # job key -> its cursor's key-value
+    inflight: Sequence[KeyValue] = ()  # unsettled firings
+    history: dict[bytes, KeyValue] = field(default_factory=dict)  # job key -> its history
+    requests: Sequence[KeyValue] = ()  # run-now requests, done or not
 
 
 class JobStore:
@@ -167,46 +173,104 @@ class JobStore:
         validate_namespace(namespace)
         ref = self.keys.ref(namespace, name)
         previous = await self.client.get(self.keys.job(ref))
-        response = await self.client.txn(
-            [], [etcd.delete(self.keys.job(ref)), etcd.delete(self.keys.cursor(ref))]
-        )
+        response = await self.client.txn([], self._delete_ops(ref))
         deleted = bool(response.responses[0].response_delete_range.deleted)
         if previous is not None and previous.lease:
             await self.client.revoke(previous.lease)
         return deleted
 
+    async def request_run(self, namespace: str, name: str, token: str, payload: bytes | None) -> bool:
+        """Ask the pool to fire a job now, once per ``token``: True if this call made the request, False if
+        that token was requested before (done or not). The member owning the job fires it."""
+        validate_namespace(namespace)
+        if not TOKEN.fullmatch(token):
+            raise ValidationError("token", f"{token!r} is not 1-63 letters, digits, '-', '_' or '.'")
+        if payload is not None and len(payload) > PAYLOAD_MAX:
+            raise ValidationError("payload", f"must be at most {PAYLOAD_MAX} bytes, got {len(payload)}")
+        ref = self.keys.ref(namespace, name)
+        job_key, request_key = self.keys.job(ref), self.keys.request(ref, token)
+        spec = await self.client.get(job_key)
+        if spec is None:
+            raise JobNotFoundError(namespace, name)
+        request = RunRequest(token, to_ms(datetime.now(UTC)), payload)
+        response = await self.client.txn(
+            [etcd.create_revision_is(request_key, 0), etcd.mod_revision_is(job_key, spec.mod_revision)],
+            [etcd.put(request_key, request.to_json(), spec.lease)],
+            [etcd.get(request_key), etcd.get(job_key)],
+        )
+        if response.succeeded:
+            return True
+        requested, job = (r.response_range.kvs for r in response.responses)
+        if requested:
+            return False
+        if not job:
+            raise JobNotFoundError(namespace, name)
+        return await self.request_run(namespace, name, token, payload)  # the job changed: ask again
+
+    async def history(self, namespace: str, name: str) -> builtins.list[HistoryEntry]:
+        """The job's settled firings, oldest first (empty when none, or kept for an earlier version)."""
+        status = await self.get(namespace, name)
+        ref = self.keys.ref(namespace, name)
+        kv = await self.client.get(self.keys.history(ref))
+        if kv is None:
+            return []
+        job_id, entries = decode_history(kv.key, kv.value)
+        return entries if job_id == status.stored.id else []
+
+    def _delete_ops(self, ref: JobRef) -> builtins.list[etcd.RequestOp]:
+        """A job and everything that belongs to it: run state, unsettled firings, history, requests."""
+        inflight, requests = self.keys.inflight_of_job(ref), self.keys.requests_of_job(ref)
+        return [
+            etcd.delete(self.keys.job(ref)),
+            etcd.delete(self.keys.cursor(ref)),
+            etcd.delete(inflight, range_end(inflight)),
+            etcd.delete(self.keys.history(ref)),
+            etcd.delete(requests, range_end(requests)),
+        ]
+
     async def delete_tenant(self, namespace: str) -> int:
         """Delete every job of a tenant (its Kubernetes namespace went away); returns how many."""
         validate_namespace(namespace)
-        tenant = f"{namespace}/".encode()
+        kinds = ("cursors", "inflight", "history", "requests")
         ops = [
             etcd.delete(prefix, range_end(prefix))
             for p in range(self.keys.partitions)
-            for prefix in (
-                self.keys.jobs_of_tenant_in_partition(namespace, p),
-                self.keys.cursors_of_partition(p) + tenant,
-            )
+            for jobs in [self.keys.jobs_of_tenant_in_partition(namespace, p)]
+            for prefix in (jobs, *(self.keys.sibling(jobs, kind) for kind in kinds))
         ]
         deleted = 0
-        for start in range(0, len(ops), TXN_MAX_OPS):  # even: job ranges, odd: cursor ranges
-            response = await self.client.txn([], ops[start : start + TXN_MAX_OPS])
-            deleted += sum(r.response_delete_range.deleted for r in response.responses[::2])
+        step = TXN_MAX_OPS // 5 * 5  # each partition's five ranges in one transaction; jobs first
+        for start in range(0, len(ops), step):
+            response = await self.client.txn([], ops[start : start + step])
+            deleted += sum(r.response_delete_range.deleted for r in response.responses[::5])
         return deleted
 
     async def read_partition(self, partition: int) -> PartitionSnapshot:
-        """Every job and cursor of one partition, read page by page at a single revision."""
+        """Every job of one partition with its cursor, unsettled firings, history and run-now requests,
+        read page by page at a single revision."""
         jobs_prefix = self.keys.jobs_of_partition(partition)
         jobs: list[KeyValue] = []
         revision = 0
         async for page_revision, page in self.client.range_pages(jobs_prefix, range_end(jobs_prefix)):
             revision = page_revision
             jobs.extend(page)
+
+        async def read(prefix: bytes) -> list[KeyValue]:
+            kvs: list[KeyValue] = []
+            async for _, page in self.client.range_pages(prefix, range_end(prefix), revision=revision):
+                kvs.extend(page)
+            return kvs
+
+        def by_job(prefix: bytes, kvs: list[KeyValue]) -> dict[bytes, KeyValue]:
+            return {jobs_prefix + kv.key[len(prefix) :]: kv for kv in kvs}
+
         cursors_prefix = self.keys.cursors_of_partition(partition)
-        cursors: dict[bytes, KeyValue] = {}
-        skip = len(cursors_prefix)
-        async for _, page in self.client.range_pages(
-            cursors_prefix, range_end(cursors_prefix), revision=revision
-        ):
-            for kv in page:
-                cursors[jobs_prefix + kv.key[skip:]] = kv
-        return PartitionSnapshot(revision, jobs, cursors)
+        history_prefix = self.keys.history_of_partition(partition)
+        return PartitionSnapshot(
+            revision,
+            jobs,
+            by_job(cursors_prefix, await read(cursors_prefix)),
+            await read(self.keys.inflight_of_partition(partition)),
+            by_job(history_prefix, await read(history_prefix)),
+            await read(self.keys.requests_of_partition(partition)),
+        )

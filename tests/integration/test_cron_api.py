@@ -14,8 +14,9 @@ from etcdcron import ValidationError
 from etcdcron.cron import Cron
 from etcdcron.errors import JobNotFoundError
 from etcdcron.firing import Firing
-from etcdcron.job import CatchUp, Job, RetryPolicy
+from etcdcron.job import CatchUp, Job
 from etcdcron.keys import Keys
+from etcdcron.policy import RetryPolicy
 
 
 class Recorder:
@@ -175,7 +176,7 @@ async def test_failing_trigger_is_retried_then_reported(cron_factory):
     async with cron_factory(trigger=rec, on_error=on_error, member_id="m") as cron:
         await cron.member.wait_settled(10)
         retry = RetryPolicy(retries=2, interval=timedelta(milliseconds=200))
-        await cron.add_job(Job(name="flaky", schedule="* * * * * *", max_runs=1, retry=retry))
+        await cron.add_job(Job(name="flaky", schedule="* * * * * *", max_runs=1, failure_policy=retry))
         await rec.wait(lambda: bool(errors), timeout=8)
         assert errors[0][0] == "flaky"
         assert rec.attempts == 3  # the first try and two retries, then the error handler, nothing more

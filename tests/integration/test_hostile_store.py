@@ -35,7 +35,7 @@ def poison(keys: Keys, good: bytes) -> dict[bytes, bytes]:
     root = keys.jobs_root()
     entries = dict(
         [
-            job_with("wrong-retries", retries="3"),
+            job_with("wrong-retries", failurePolicy={**doc["failurePolicy"], "maxRetries": "3"}),
             job_with("schedule-list", schedule=["@daily"]),
             job_with("schedule-int", schedule=5),
             job_with("bad-zone", timeZone="Mars/Olympus"),

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from etcdcron.firing import Cursor, Plan
+from etcdcron.firing import Cursor, InFlight, Plan
 from etcdcron.job import Job, StoredJob
 from etcdcron.keys import Keys
+from etcdcron.policy import Delivery
 from etcdcron.pool.commit import (
     TXN_LIMIT,
     JobState,
@@ -19,6 +21,7 @@ from etcdcron.pool.commit import (
     StoredCursor,
     build_commit,
     chunk_by_partition,
+    inflight_records,
     pending_commit,
     resolve_refused,
 )
@@ -58,7 +61,7 @@ def test_chunks_respect_etcd_limits_never_repeat_a_key_and_keep_every_job(
     assert sorted(id(j) for c in chunks for j in c) == sorted(id(j) for j in jobs)
     for chunk in chunks:
         compares = 2 * len(chunk) + len({j.partition for j in chunk})
-        ops = sum(2 if j.pending and j.pending.final else 1 for j in chunk)
+        ops = sum((2 if j.pending and j.pending.final else 1) + 1 for j in chunk)  # + its in-flight record
         assert compares <= TXN_LIMIT and ops <= TXN_LIMIT
         keys = [k for j in chunk for k in (j.spec_key, j.cursor_key)]
         assert len(keys) == len(set(keys))
@@ -82,7 +85,18 @@ def test_build_commit_fences_each_partition_once_and_leaves_out_dropped_ones() -
     assert [j.spec_key for j in commit.jobs] == [chunk[0].spec_key, chunk[1].spec_key]
     assert commit.fences == {1: 111}
     assert len(commit.compares) == 1 + 2 * 2
-    assert len(commit.ops) == 1 + 2  # a put, then a final run's two deletes
+    # A cursor put and an in-flight record; a final run's two deletes and its record (carrying the spec).
+    assert len(commit.ops) == 2 + 3
+    records = inflight_records(chunk[1], KEYS)
+    assert [r.spec for _, r in records] == [STORED.to_json()]
+    assert records[0][0] == b"/p/inflight/0001/t/k1/t1000"
+    assert inflight_records(chunk[0], KEYS)[0][1] == InFlight("id", 1000, 1)
+
+
+def test_at_most_once_commits_write_no_in_flight_record() -> None:
+    job = state(1, 0)
+    job.stored = StoredJob(replace(STORED.job, delivery=Delivery.AT_MOST_ONCE), "id", STORED.created_at)
+    assert len(build_commit([job], {1: 111}, KEYS).ops) == 1
 
 
 ME = Cursor("id", 1000, 1, 0, "c0", 1000)  # what state(1, 0) plans to write

@@ -11,6 +11,7 @@ from etcdcron.decode import BadEntryError, cursor_for, decode_cursor, decode_job
 from etcdcron.firing import Cursor
 from etcdcron.job import CatchUp, Job, StoredJob
 from etcdcron.keys import Keys
+from etcdcron.policy import Delivery, FailurePolicy
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 KEYS = Keys("/p")
@@ -31,6 +32,7 @@ GOOD = StoredJob(
     lease=42,
 )
 GOOD_KEY = KEYS.job(KEYS.ref("t", "x"))
+POLICY = {"backoff": "constant", "intervalMs": 1000, "maxIntervalMs": 60000, "maxRetries": 3}
 
 
 def with_fields(**changes: object) -> bytes:
@@ -42,6 +44,15 @@ def with_fields(**changes: object) -> bytes:
 def test_a_stored_job_round_trips() -> None:
     ref, stored = decode_job(KEYS, GOOD_KEY, GOOD.to_json())
     assert stored == GOOD and (ref.tenant, ref.name) == ("t", "x")
+
+
+def test_jobs_stored_by_earlier_versions_still_decode() -> None:
+    doc = json.loads(GOOD.to_json())
+    del doc["failurePolicy"], doc["delivery"]
+    doc |= {"retries": 5, "retryIntervalMs": 200}
+    _, stored = decode_job(KEYS, GOOD_KEY, json.dumps(doc).encode())
+    assert stored.job.failure_policy == FailurePolicy.constant(timedelta(milliseconds=200), 5)
+    assert stored.job.delivery is Delivery.AT_LEAST_ONCE
 
 
 def test_a_cursor_of_another_version_is_ignored() -> None:
@@ -64,9 +75,12 @@ BAD_JOBS = [
     (GOOD_KEY, b"{", "not JSON"),
     (GOOD_KEY, b"[1, 2]", "a JSON list, not an object"),
     (GOOD_KEY, b"null", "a JSON NoneType, not an object"),
-    (GOOD_KEY, with_fields(retries="3"), "retries: expected an integer, got str"),
-    (GOOD_KEY, with_fields(retries=True), "retries: expected an integer, got bool"),
-    (GOOD_KEY, with_fields(retries=1000), "retry.retries"),
+    (GOOD_KEY, with_fields(failurePolicy=POLICY | {"maxRetries": "3"}), "maxRetries: expected an integer"),
+    (GOOD_KEY, with_fields(failurePolicy=POLICY | {"maxRetries": True}), "maxRetries: expected an integer"),
+    (GOOD_KEY, with_fields(failurePolicy=POLICY | {"maxRetries": 1000}), "failure_policy: retries must be"),
+    (GOOD_KEY, with_fields(failurePolicy=POLICY | {"backoff": "linear"}), "'linear' is not drop"),
+    (GOOD_KEY, with_fields(failurePolicy="drop"), "failurePolicy: expected an object"),
+    (GOOD_KEY, with_fields(delivery="twice"), "delivery: 'twice' is not at-least-once"),
     (GOOD_KEY, with_fields(schedule=["@daily"]), "schedule: expected a string, got list"),
     (GOOD_KEY, with_fields(schedule=5), "schedule: expected a string, got int"),
     (GOOD_KEY, with_fields(payload="***"), "payload: not base64"),

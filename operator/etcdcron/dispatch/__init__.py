@@ -1,7 +1,9 @@
-"""Where a committed firing goes. A trigger is any ``async def trigger(firing) -> None``.
+"""Where a committed firing goes. A trigger is any ``async def trigger(firing)`` that returns None (or
+``TriggerResult.SUCCESS``) on success, ``TriggerResult.FAILED`` (or raises) on failure, and
+``TriggerResult.UNDELIVERABLE`` when no consumer can take it now (the firing is parked until one registers).
 
-``deliver`` runs a trigger under the job's retry policy and hands a final failure to the error handler:
-the tick itself is already committed, so it is never silently lost nor fired again by another member.
+Retries and acknowledgement belong to the pool (pool/deliveries.py): they are persisted in etcd so a
+takeover goes on where the member that died left off.
 """
 
 from __future__ import annotations
@@ -9,14 +11,20 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from etcdcron.firing import Firing
 from etcdcron.job import Job
+from etcdcron.policy import TriggerResult
 
 log = logging.getLogger(__name__)
 
-Trigger = Callable[[Firing], Awaitable[None]]
+Trigger = Callable[[Firing], Awaitable[TriggerResult | None]]
 ErrorHandler = Callable[[Job | None, Exception], Awaitable[None] | None]
+
+
+class TriggerFailed(Exception):
+    """A trigger answered ``TriggerResult.FAILED`` without raising."""
 
 
 async def call_handler(handler: ErrorHandler | None, job: Job | None, error: Exception) -> None:
@@ -31,28 +39,24 @@ async def call_handler(handler: ErrorHandler | None, job: Job | None, error: Exc
         log.exception("error handler failed")
 
 
-async def deliver(firing: Firing, trigger: Trigger, on_error: ErrorHandler | None) -> bool:
-    """Run ``trigger`` with the job's retries; True if it succeeded."""
-    job = firing.job.job
-    policy = job.retry
-    for attempt in range(policy.retries + 1):
-        try:
-            await trigger(firing)
-            return True
-        except asyncio.CancelledError:
-            raise
-        except Exception as e:
-            if attempt < policy.retries:
-                log.warning(
-                    "job %s/%s: trigger failed (attempt %d of %d): %s",
-                    job.namespace,
-                    job.name,
-                    attempt + 1,
-                    policy.retries + 1,
-                    e,
-                )
-                await asyncio.sleep(policy.interval.total_seconds())
-                continue
-            log.error("job %s/%s: trigger failed for tick %s: %s", job.namespace, job.name, firing.key, e)
-            await call_handler(on_error, job, e)
-    return False
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    result: TriggerResult
+    error: Exception | None = None
+
+
+async def attempt(firing: Firing, trigger: Trigger) -> Attempt:
+    """Call the trigger once; whatever it raises or returns becomes one of three results."""
+    try:
+        answer = await trigger(firing)
+    except asyncio.CancelledError:
+        raise
+    except Exception as e:
+        return Attempt(TriggerResult.FAILED, e)
+    if answer is None or answer == TriggerResult.SUCCESS:
+        return Attempt(TriggerResult.SUCCESS)
+    if answer == TriggerResult.UNDELIVERABLE:
+        return Attempt(TriggerResult.UNDELIVERABLE)
+    if answer == TriggerResult.FAILED:
+        return Attempt(TriggerResult.FAILED, TriggerFailed(f"trigger failed for {firing.key}"))
+    return Attempt(TriggerResult.FAILED, TypeError(f"trigger returned {answer!r}, not a TriggerResult"))

@@ -4,7 +4,9 @@ each transaction, and what a refused transaction means for each of its jobs. Pur
 A transaction's compares are: every partition key's create revision equals the member's fence; every job's
 spec and cursor mod revisions are where the member last saw them. Its operations move each cursor (or, on a
 job's last run, delete spec and cursor). etcd refuses a transaction that names a key twice, so a chunk
-never carries two jobs with the same spec or cursor key.
+never carries two jobs with the same spec or cursor key. An at-least-once job's commit also writes an
+in-flight record per fired tick (deleted when the trigger succeeds); a final run's record keeps the job's
+spec, since the commit deletes it.
 """
 
 from __future__ import annotations
@@ -15,13 +17,16 @@ from enum import Enum
 from typing import Any
 
 from etcdcron import etcd
-from etcdcron.firing import Cursor, Plan
+from etcdcron.firing import Cursor, InFlight, Plan
 from etcdcron.job import StoredJob
 from etcdcron.keys import Keys
+from etcdcron.policy import Delivery
 from etcdcron.schedule import Schedule
 
 TXN_LIMIT = 128
 """etcd's default --max-txn-ops: the most compares, and the most operations, one transaction may carry."""
+TXN_BYTES = 1 << 20
+"""Below etcd's default --max-request-bytes (1.5 MiB): a final run's record carries its job's spec."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +76,24 @@ def _final(job: JobState) -> bool:
     return job.pending is not None and job.pending.final
 
 
+def _at_least_once(job: JobState) -> bool:
+    return job.stored.job.delivery is Delivery.AT_LEAST_ONCE
+
+
+def _cost(job: JobState) -> tuple[int, int]:
+    """(operations, bytes) of a job in a commit: its cursor (or, on its last run, the deletes of spec and
+    cursor), plus an in-flight record per fired tick when delivery is at-least-once."""
+    assert job.pending is not None
+    ops = 2 if job.pending.final else 1
+    size = 256
+    if _at_least_once(job):
+        ops += len(job.pending.plan.fire)
+        size += 160 * len(job.pending.plan.fire)
+        if job.pending.final:
+            size += len(job.stored.to_json())
+    return ops, size
+
+
 def chunk_by_partition(jobs: Sequence[JobState]) -> list[list[JobState]]:
     """Pack planned jobs into as few transactions as etcd's limits allow, no key twice in one.
 
@@ -84,21 +107,24 @@ def chunk_by_partition(jobs: Sequence[JobState]) -> list[list[JobState]]:
     keys: set[bytes] = set()
     partitions: set[int] = set()
     compares = ops = 0
+    size = 0
     for job in sorted(jobs, key=lambda j: j.partition):
         if job.spec_key in keys or job.cursor_key in keys:
             deferred.append(job)  # same key twice: etcd would refuse the whole transaction
             continue
-        job_ops = 2 if _final(job) else 1
+        job_ops, job_size = _cost(job)
         job_compares = 2 + (job.partition not in partitions)
-        if chunk and (compares + job_compares > TXN_LIMIT or ops + job_ops > TXN_LIMIT):
+        full = compares + job_compares > TXN_LIMIT or ops + job_ops > TXN_LIMIT or size + job_size > TXN_BYTES
+        if chunk and full:
             chunks.append(chunk)
-            chunk, compares, ops, partitions, keys = [], 0, 0, set(), set()
+            chunk, compares, ops, size, partitions, keys = [], 0, 0, 0, set(), set()
             job_compares = 3
         chunk.append(job)
         keys.update((job.spec_key, job.cursor_key))
         partitions.add(job.partition)
         compares += job_compares
         ops += job_ops
+        size += job_size
     if chunk:
         chunks.append(chunk)
     if deferred:
@@ -116,6 +142,25 @@ class Commit:
     ops: list[Any]
 
 
+def inflight_records(job: JobState, keys: Keys) -> list[tuple[bytes, InFlight]]:
+    """The in-flight records an at-least-once commit writes, one per fired tick: (key, record)."""
+    assert job.pending is not None
+    ticks = job.pending.plan.fire
+    first_run = job.cursor.runs + 1
+    spec = job.stored.to_json() if job.pending.final else None
+    prefix = keys.sibling(job.spec_key, "inflight") + b"/"
+    return [
+        (
+            prefix + record.tag.encode(),
+            record,
+        )
+        for i, tick in enumerate(ticks)
+        for record in [
+            InFlight(job.stored.id, tick, first_run + i, spec=spec if i == len(ticks) - 1 else None)
+        ]
+    ]
+
+
 def build_commit(chunk: Sequence[JobState], fences: Mapping[int, int], keys: Keys) -> Commit:
     """The transaction of one chunk; jobs of partitions no longer in ``fences`` are left out."""
     used = {j.partition: fences[j.partition] for j in chunk if j.partition in fences}
@@ -130,6 +175,8 @@ def build_commit(chunk: Sequence[JobState], fences: Mapping[int, int], keys: Key
             ops += [etcd.delete(job.spec_key), etcd.delete(job.cursor_key)]
         else:
             ops.append(etcd.put(job.cursor_key, job.pending.cursor.to_json(), job.stored.lease))
+        if _at_least_once(job):
+            ops += [etcd.put(k, r.to_json(), job.stored.lease) for k, r in inflight_records(job, keys)]
     return Commit(jobs, used, compares, ops)
 
 

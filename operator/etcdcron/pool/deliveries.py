@@ -1,19 +1,31 @@
-"""Committed firings on their way to the trigger: held until their tick (commits are sent ahead of it),
-then one task each, so a slow trigger never delays a commit or another firing; a clean leave waits for all
-of them before the member gives up its lease."""
+"""Committed firings on their way to the trigger, and what happens after: acknowledgement, retries by the
+job's failure policy, parking when no consumer can take them.
+
+A firing is held until its tick (commits are sent ahead of it), then delivered in a task of its own, so a
+slow trigger never delays a commit or another firing. At-least-once firings have a record in etcd from
+their commit on; it is deleted when the trigger succeeds or the failure policy gives up, and rewritten
+with the attempt count and the next attempt's time while it retries, so a member taking over goes on
+where this one stopped. At-most-once firings retry in memory only (a retry on another member could repeat
+an attempt whose outcome was lost). A parked firing waits, recorded in etcd, until ``deliverable`` is
+called with a prefix of its ``<namespace>/<name>``. A clean leave waits for the deliveries in progress.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from etcdcron import metrics
-from etcdcron.dispatch import ErrorHandler, Trigger, deliver
-from etcdcron.firing import Firing, from_ms
+from etcdcron.dispatch import ErrorHandler, Trigger, attempt, call_handler
+from etcdcron.firing import Firing, HistoryEntry, InFlight, from_ms, to_ms
+from etcdcron.policy import Delivery, TriggerResult
+from etcdcron.pool.settlements import Settlements
 
 log = logging.getLogger("etcdcron.pool")
 
@@ -22,51 +34,186 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+@dataclass(slots=True)
+class Handoff:
+    """A firing to deliver, with where its in-flight record lives and whether etcd holds it yet."""
+
+    firing: Firing
+    partition: int
+    spec_key: bytes
+    inflight_key: bytes
+    record: InFlight
+    stored: bool  # the record is in etcd: at-least-once, or retrying or parked
+
+    @property
+    def at_least_once(self) -> bool:
+        return self.firing.job.job.delivery is Delivery.AT_LEAST_ONCE
+
+    @property
+    def name(self) -> str:
+        job = self.firing.job.job
+        return f"{job.namespace}/{job.name}"
+
+
 class Deliveries:
     def __init__(
-        self, trigger: Trigger, on_error: ErrorHandler | None, clock: Callable[[], int] = _now_ms
+        self,
+        trigger: Trigger,
+        on_error: ErrorHandler | None,
+        settlements: Settlements,
+        member_id: str,
+        clock: Callable[[], int] = _now_ms,
     ) -> None:
         self.trigger = trigger
         self.on_error = on_error
+        self.settlements = settlements
+        self.member_id = member_id
         self.clock = clock
+        self.parked: dict[bytes, Handoff] = {}
+        self._active: dict[bytes, int] = {}  # in-flight keys being delivered here -> their partition
+        self._settled = asyncio.Event()  # a delivery ended
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def start(self, firings: list[Firing], tick_ms: int) -> None:
-        """Deliver ``firings`` (all of one tick) at ``tick_ms``, or now if it has passed; each firing's
-        ``fired`` is the moment it is handed to the trigger."""
-        self._spawn(self._at(firings, tick_ms))
+    def start(self, handoffs: list[Handoff], not_before_ms: int) -> None:
+        """Deliver ``handoffs`` at ``not_before_ms`` (their tick, or a retry's time), or now if passed."""
+        self._active.update((h.inflight_key, h.partition) for h in handoffs)
+        self._spawn(self._at(handoffs, not_before_ms))
+
+    def is_active(self, inflight_key: bytes) -> bool:
+        return inflight_key in self._active or inflight_key in self.parked
+
+    def busy(self, partition: int) -> bool:
+        return partition in self._active.values()
+
+    async def quiesce(self, partition: int, timeout: float) -> bool:
+        """Wait up to ``timeout`` s until no firing of ``partition`` is being delivered; False if some is."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.busy(partition):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            self._settled.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._settled.wait(), remaining)
+        return True
+
+    def park(self, handoff: Handoff) -> None:
+        self.parked[handoff.inflight_key] = handoff
+        metrics.PARKED.set(len(self.parked))
+
+    def deliverable(self, prefixes: Iterable[str]) -> int:
+        """A consumer for these ``<namespace>/<name>`` prefixes is there: deliver the firings parked for
+        them now. Returns how many."""
+        chosen = tuple(prefixes)
+        ready = [h for h in self.parked.values() if h.name.startswith(chosen)]
+        for h in ready:
+            del self.parked[h.inflight_key]
+            h.record = dataclasses.replace(h.record, parked=False)
+        metrics.PARKED.set(len(self.parked))
+        if ready:
+            self.start(ready, 0)
+        return len(ready)
+
+    def forget(self, partition: int) -> None:
+        """A partition moved: its parked firings are the new owner's now."""
+        for key in [k for k, h in self.parked.items() if h.partition == partition]:
+            del self.parked[key]
+        metrics.PARKED.set(len(self.parked))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _at(self, firings: list[Firing], tick_ms: int) -> None:
-        wait = tick_ms - self.clock()
+    async def _at(self, handoffs: list[Handoff], not_before_ms: int) -> None:
+        wait = not_before_ms - self.clock()
         if wait > 0:
             await asyncio.sleep(wait / 1000)
-        now = self.clock()
-        fired = from_ms(now)
-        lateness = max(now - tick_ms, 0) / 1000
-        for firing in firings:
-            metrics.FIRINGS.inc()
-            metrics.LATENESS.observe(lateness)
-            self._spawn(self._deliver(dataclasses.replace(firing, fired=fired)))
+        for handoff in handoffs:
+            self._spawn(self._deliver(handoff))
 
-    async def _deliver(self, firing: Firing) -> None:
+    async def _deliver(self, h: Handoff) -> None:
         try:
-            if not await deliver(firing, self.trigger, self.on_error):
-                metrics.DISPATCH_ERRORS.inc()
-        except Exception:  # deliver() handles trigger failures; this is a bug, and must not pass unseen
+            await self._attempts(h)
+        except Exception:  # a bug here must not pass unseen, nor take other deliveries down
             metrics.DISPATCH_ERRORS.inc()
-            log.exception("delivery of %s failed", firing.key)
+            log.exception("delivery of %s failed", h.firing.key)
+        finally:
+            self._active.pop(h.inflight_key, None)
+            self._settled.set()
+
+    async def _attempts(self, h: Handoff) -> None:
+        job = h.firing.job.job
+        policy = job.failure_policy
+        attempts = h.record.attempts
+        while True:
+            attempts += 1
+            now = self.clock()
+            firing = dataclasses.replace(h.firing, fired=from_ms(now), attempt=attempts)
+            if attempts == 1 and h.firing.kind == "scheduled":
+                metrics.FIRINGS.inc()
+                metrics.LATENESS.observe(max(now - to_ms(h.firing.scheduled), 0) / 1000)
+            outcome = await attempt(firing, self.trigger)
+            if outcome.result is TriggerResult.SUCCESS:
+                self._settle(h, "success", attempts, now)
+                return
+            if outcome.result is TriggerResult.UNDELIVERABLE:
+                log.info("job %s: %s undeliverable: parked until a consumer registers", h.name, firing.key)
+                h.record = dataclasses.replace(h.record, attempts=attempts, parked=True)
+                self._store(h)
+                self._history(h, "undeliverable", attempts, now)
+                self.park(h)
+                return
+            delay = policy.delay(attempts)
+            if delay is None:
+                metrics.DISPATCH_ERRORS.inc()
+                log.error(
+                    "job %s: trigger failed for %s (attempt %d): %s",
+                    h.name,
+                    firing.key,
+                    attempts,
+                    outcome.error,
+                )
+                await call_handler(self.on_error, job, outcome.error or RuntimeError("trigger failed"))
+                self._settle(h, "failed", attempts, now)
+                return
+            log.warning(
+                "job %s: trigger failed for %s (attempt %d, next in %s): %s",
+                h.name,
+                firing.key,
+                attempts,
+                delay,
+                outcome.error,
+            )
+            next_ms = now + int(delay.total_seconds() * 1000)
+            if h.at_least_once:
+                h.record = dataclasses.replace(h.record, attempts=attempts, next_attempt_ms=next_ms)
+                self._store(h)
+            await asyncio.sleep(max(next_ms - self.clock(), 0) / 1000)
+
+    def _store(self, h: Handoff) -> None:
+        lease = h.firing.job.lease
+        self.settlements.put(h.partition, h.inflight_key, h.record.to_json(), lease)
+        h.stored = True
+
+    def _settle(self, h: Handoff, result: str, attempts: int, fired_ms: int) -> None:
+        if h.stored:
+            self.settlements.delete(h.partition, h.inflight_key)
+        self._history(h, result, attempts, fired_ms)
+
+    def _history(self, h: Handoff, result: str, attempts: int, fired_ms: int) -> None:
+        f = h.firing
+        entry = HistoryEntry(to_ms(f.scheduled), fired_ms, self.member_id, f.run, result, attempts, f.kind)
+        self.settlements.record(h.partition, h.spec_key, f.job.id, f.job.lease, entry)
 
     async def drain(self, grace: float) -> int:
         """Wait up to ``grace`` seconds for deliveries in progress (and those they start); returns how many
         are still running."""
-        deadline = asyncio.get_running_loop().time() + grace
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
         while self._tasks:
-            remaining = deadline - asyncio.get_running_loop().time()
+            remaining = deadline - loop.time()
             if remaining <= 0:
                 break
             await asyncio.wait(set(self._tasks), timeout=remaining)

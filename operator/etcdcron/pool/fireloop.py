@@ -15,6 +15,8 @@ firings are dispatched then: once.
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import itertools
 import logging
 import time
@@ -26,8 +28,9 @@ from etcdcron import etcd, metrics
 from etcdcron.decode import BadEntryError, decode_cursor
 from etcdcron.errors import EtcdUnavailableError
 from etcdcron.etcd import EtcdClient
-from etcdcron.firing import Cursor, Firing, from_ms, plan, to_ms
+from etcdcron.firing import Cursor, Firing, InFlight, from_ms, plan, to_ms
 from etcdcron.keys import Keys
+from etcdcron.policy import Delivery
 from etcdcron.pool.commit import (
     Commit,
     JobState,
@@ -39,7 +42,7 @@ from etcdcron.pool.commit import (
     pending_commit,
     resolve_refused,
 )
-from etcdcron.pool.deliveries import Deliveries
+from etcdcron.pool.deliveries import Deliveries, Handoff
 from etcdcron.pool.jobtable import JobTable
 from etcdcron.pool.reporting import Reporter
 from etcdcron.pool.timers import TimerQueue
@@ -82,6 +85,8 @@ class FireLoop:
         self.closing = asyncio.Event()
         self.finished = asyncio.Event()
         self._commits = itertools.count()
+        self._sending: collections.Counter[int] = collections.Counter()
+        self._sent = asyncio.Event()
         self._instance = uuid.uuid4().hex[:8]  # commit ids stay unique across restarts of one member id
 
     def close(self) -> None:
@@ -123,8 +128,30 @@ class FireLoop:
         built = (build_commit(chunk, fences, self.keys) for chunk in chunk_by_partition(planned))
         return [commit for commit in built if commit.jobs]
 
+    async def quiesce(self, partition: int, timeout: float) -> bool:
+        """Wait up to ``timeout`` s until no commit touching ``partition`` is on its way (its outcome, and
+        its firings, still to come); False if one still is."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._sending[partition] > 0:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            self._sent.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._sent.wait(), remaining)
+        return True
+
     async def _send(self, commit: Commit) -> None:
         metrics.COMMITS.inc()
+        self._sending.update(commit.fences.keys())
+        try:
+            await self._send_and_resolve(commit)
+        finally:
+            self._sending.subtract(commit.fences.keys())
+            self._sent.set()
+
+    async def _send_and_resolve(self, commit: Commit) -> None:
         try:
             response = await self.client.txn(commit.compares, commit.ops)
         except EtcdUnavailableError as e:
@@ -143,15 +170,15 @@ class FireLoop:
         for job in jobs:
             self.timers.push(retry_at, job)
 
-    def deliver(self, firings: list[Firing]) -> None:
+    def deliver(self, handoffs: list[Handoff]) -> None:
         """Hand landed firings to the deliveries, one group per tick, each held until its tick."""
-        by_tick: dict[datetime, list[Firing]] = {}
-        for firing in firings:
-            by_tick.setdefault(firing.scheduled, []).append(firing)
+        by_tick: dict[datetime, list[Handoff]] = {}
+        for handoff in handoffs:
+            by_tick.setdefault(handoff.firing.scheduled, []).append(handoff)
         for tick, group in by_tick.items():
             self.deliveries.start(group, to_ms(tick))
 
-    def landed(self, job: JobState, revision: int) -> list[Firing]:
+    def landed(self, job: JobState, revision: int) -> list[Handoff]:
         """The commit is in etcd: move the cursor, schedule the next tick; returns the firings to deliver."""
         pending = job.pending
         assert pending is not None
@@ -169,26 +196,30 @@ class FireLoop:
                 spec.catch_up.value,
             )
         ticks = pending.plan.fire
-        firings = [
+        stored = spec.delivery is Delivery.AT_LEAST_ONCE  # the commit wrote the in-flight records
+        prefix = self.keys.sibling(job.spec_key, "inflight") + b"/"
+        handoffs = []
+        for i, tick in enumerate(ticks):
+            last = pending.final and i == len(ticks) - 1
             # ``fired`` is stamped when the firing is handed to the trigger
-            Firing(job.stored, from_ms(tick), from_ms(tick), first_run + i, self.member_id, last)
-            for i, tick in enumerate(ticks)
-            for last in [pending.final and i == len(ticks) - 1]
-        ]
+            firing = Firing(job.stored, from_ms(tick), from_ms(tick), first_run + i, self.member_id, last)
+            record = InFlight(job.stored.id, tick, first_run + i)
+            key = prefix + record.tag.encode()
+            handoffs.append(Handoff(firing, job.partition, job.spec_key, key, record, stored))
         if pending.final:
             self.table.finish(job)
         else:
             self.timers.push(pending.plan.next_ms, job)
-        return firings
+        return handoffs
 
     def settle_reloaded(self, pairs: list[tuple[JobState, JobState]]) -> None:
         """A reload found commits whose outcome was unknown: dispatch those that had landed, forget others."""
-        firings = []
+        handoffs = []
         for old, new in pairs:
             if old.pending is not None and new.cursor == old.pending.cursor:
                 new.cursor, new.pending = old.cursor, old.pending
-                firings += self.landed(new, new.cursor_revision)
-        self.deliver(firings)
+                handoffs += self.landed(new, new.cursor_revision)
+        self.deliver(handoffs)
 
     async def _resolve(self, commit: Commit) -> None:
         """A commit was refused: read back its keys and act on each job's outcome."""
@@ -211,7 +242,7 @@ class FireLoop:
         cursors = [self._stored_cursor(kvs[0]) if kvs else None for kvs in rest[1::2]]
         refusal = resolve_refused(commit, Readback(fences, specs, cursors))
         now = self.clock()
-        landed: list[Firing] = []
+        landed: list[Handoff] = []
         for r in refusal.resolutions:
             job = r.job
             if r.outcome is Outcome.LANDED:

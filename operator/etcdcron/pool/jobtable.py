@@ -5,6 +5,7 @@ per version, never deleted, and never stops the other jobs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from etcdcron import metrics
@@ -16,7 +17,13 @@ from etcdcron.keys import Keys
 from etcdcron.pool.commit import JobState
 from etcdcron.pool.reporting import Reporter
 from etcdcron.pool.timers import TimerQueue
-from etcdcron.store import JobStore
+from etcdcron.store import JobStore, PartitionSnapshot
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    carried: list[tuple[JobState, JobState]]  # (before, after) of jobs already loaded, same version
+    snapshot: PartitionSnapshot
 
 
 @dataclass(slots=True)
@@ -37,6 +44,7 @@ class JobTable:
         self.reporter = reporter
         self.partitions: dict[int, Partition] = {}
         self._stray: dict[bytes, int] = {}  # bad keys outside every partition's range
+        self.on_removed: list[Callable[[int], None]] = []  # told when a partition is no longer ours
 
     # -- ownership ------------------------------------------------------------------------------------------
     def fences(self) -> dict[int, int]:
@@ -54,6 +62,8 @@ class JobTable:
         metrics.JOBS_LOADED.dec(len(state.jobs))
         self._count_bad()
         self.timers.sweep(self.live(), self.is_current)
+        for hook in self.on_removed:
+            hook(p)
         return True
 
     def clear(self) -> None:
@@ -75,15 +85,16 @@ class JobTable:
             metrics.JOBS_LOADED.dec()
 
     # -- loading --------------------------------------------------------------------------------------------
-    async def load(self, p: int) -> list[tuple[JobState, JobState]]:
-        """(Re)load a partition from one snapshot; returns (old, new) pairs of jobs loaded before with the
-        same id, so the caller can settle commits whose outcome was unknown."""
+    async def load(self, p: int) -> Loaded | None:
+        """(Re)load a partition from one snapshot (None: not ours, or dropped while we read). The result
+        pairs jobs loaded before with their new state (same id), so the caller can settle commits whose
+        outcome was unknown, and carries the snapshot for what else the partition holds."""
         state = self.partitions.get(p)
         if state is None:
-            return []
+            return None
         snapshot = await self.store.read_partition(p)
         if self.partitions.get(p) is not state:
-            return []  # dropped while we read
+            return None
         previous = state.jobs
         metrics.JOBS_LOADED.dec(len(previous))
         state.jobs, state.bad = {}, {}
@@ -96,7 +107,7 @@ class JobTable:
                 carried.append((old, job))
         self._count_bad()
         self.timers.sweep(self.live(), self.is_current)
-        return carried
+        return Loaded(carried, snapshot)
 
     def apply(self, batch: WatchBatch) -> None:
         """Job changes from the watch; events of partitions we do not own (or loaded after) are ignored."""

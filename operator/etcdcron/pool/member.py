@@ -15,29 +15,41 @@ dispatched), deliveries are awaited, and only then is the lease revoked.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 from etcdcron.dispatch import ErrorHandler, Trigger
 from etcdcron.errors import EtcdCronError, EtcdUnavailableError
-from etcdcron.etcd import EtcdClient
+from etcdcron.etcd import EtcdClient, WatchBatch
 from etcdcron.keys import Keys
 from etcdcron.membership import Membership
 from etcdcron.pool.deliveries import Deliveries
 from etcdcron.pool.fireloop import FireLoop, now_ms
-from etcdcron.pool.jobtable import JobTable
-from etcdcron.pool.messages import FenceLost, JobEvents, JobsWatchRestarted, LeaseLost, Message, Reconcile
+from etcdcron.pool.jobtable import JobTable, Loaded
+from etcdcron.pool.messages import (
+    FenceLost,
+    JobEvents,
+    JobsWatchRestarted,
+    LeaseLost,
+    Message,
+    Reconcile,
+    RunRequests,
+)
 from etcdcron.pool.ownership import Ownership
+from etcdcron.pool.recovery import Recovery
 from etcdcron.pool.reporting import Reporter
+from etcdcron.pool.settlements import Settlements
 from etcdcron.pool.timers import TimerQueue
-from etcdcron.pool.watches import mirror_holders, mirror_members, watch_jobs
+from etcdcron.pool.watches import mirror_holders, mirror_members, watch_jobs, watch_requests
 from etcdcron.store import JobStore
 
 log = logging.getLogger("etcdcron.pool")
 
 RECONCILE_EVERY = 1.0
 RELOAD_RETRY = 0.5
+HANDOVER_SECONDS = 2.0
 
 
 class MemberFailure(EtcdCronError):
@@ -68,8 +80,16 @@ class Member:
         )
         self.timers = TimerQueue()
         self.table = JobTable(JobStore(client, keys), keys, self.timers, self.reporter)
-        self.ownership = Ownership(client, keys, self.table, member_id)
-        self.deliveries = Deliveries(trigger, on_error)
+        self.ownership = Ownership(client, keys, self.table, member_id, self._handover)
+        self.settlements = Settlements(client, keys, self.table.fences, self.reporter)
+        self.deliveries = Deliveries(trigger, on_error, self.settlements, member_id, clock)
+        self.recovery = Recovery(
+            client, keys, self.table, self.deliveries, self.settlements, self.reporter, member_id, clock
+        )
+        self.table.on_removed += [
+            self.deliveries.forget,
+            lambda p: self.settlements.forget(keys.jobs_of_partition(p)),
+        ]
         self.fire_loop = FireLoop(
             client,
             keys,
@@ -109,6 +129,8 @@ class Member:
         await asyncio.gather(supervisor, return_exceptions=True)
         if running := await self.deliveries.drain(grace):
             log.warning("member %s: %d trigger(s) still running at leave", self.member_id, running)
+        with contextlib.suppress(TimeoutError):  # acknowledgements: what is not written is re-delivered
+            await asyncio.wait_for(self.settlements.flush(), self.client.timeout)
         await self.membership.leave()
         self.table.clear()
         self.settled.clear()
@@ -139,6 +161,8 @@ class Member:
                 self.client, self.keys, self.ownership, self._request_reconcile, self.reporter
             ),
             "jobs watch": lambda: watch_jobs(self.client, self.keys, self._inbox.put, self.reporter),
+            "requests watch": lambda: watch_requests(self.client, self.keys, self._inbox.put, self.reporter),
+            "settlements": self.settlements.run,
             "control": self._control,
             "fire": self.fire_loop.run,
             "ticker": self._ticker,
@@ -203,7 +227,9 @@ class Member:
             case JobsWatchRestarted(revision):
                 for p, state in list(self.table.partitions.items()):
                     if state.loaded_revision < revision:
-                        self.fire_loop.settle_reloaded(await self.table.load(p))
+                        await self._loaded(p, await self.table.load(p))
+            case RunRequests(batch):
+                await self._serve(batch)
             case LeaseLost():
                 self.ownership.drop_all("lease lost")
                 self.settled.clear()
@@ -213,6 +239,37 @@ class Member:
                 await self._reconcile()
             case _:
                 raise TypeError(f"unknown message {message!r}")
+
+    async def _loaded(self, p: int, loaded: Loaded | None) -> None:
+        """A partition was (re)loaded: settle our own commits of unknown outcome, then pick up what the
+        snapshot holds besides jobs (unsettled firings, histories, run-now requests)."""
+        if loaded is not None:
+            self.fire_loop.settle_reloaded(loaded.carried)
+            await self.recovery.restore(p, loaded.snapshot)
+
+    async def _serve(self, batch: WatchBatch) -> None:
+        """Run-now requests of our partitions written after we loaded them (earlier ones the load served)."""
+        for event in batch.events:
+            p = self.keys.partition_of_sibling(event.kv.key, "requests")
+            if p is None or not event.is_put:
+                continue
+            state = self.table.partitions.get(p)
+            if state is not None and event.kv.mod_revision > state.loaded_revision:
+                await self.recovery.serve(p, event.kv)
+
+    async def _handover(self, p: int, fence: int) -> None:
+        """Before a partition is released (another member should own it): let its commits in flight land
+        and its deliveries settle, and write their acknowledgements, so the new owner re-delivers nothing
+        that was delivered here. Bounded: what is still running then is the new owner's to re-deliver."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + HANDOVER_SECONDS
+        await self.fire_loop.quiesce(p, HANDOVER_SECONDS)
+        await self.deliveries.quiesce(p, max(deadline - loop.time(), 0))
+        await self.settlements.flush({p: fence})
+
+    def deliverable(self, *prefixes: str) -> int:
+        """A consumer for these ``<namespace>/<name>`` prefixes is ready: deliver what was parked for them."""
+        return self.deliveries.deliverable(prefixes)
 
     async def _reconcile(self) -> None:
         plan = self.ownership.plan(self.membership.lease)
@@ -225,7 +282,7 @@ class Member:
         for p in plan.acquire:
             lease = self.membership.lease
             if not self.fire_loop.closing.is_set() and self.ownership.should_acquire(p, lease):
-                await self.ownership.acquire(p, lease)
+                await self._loaded(p, await self.ownership.acquire(p, lease))
         if self.membership.lease and plan.desired == self.table.partitions.keys():
             self.settled.set()
         else:

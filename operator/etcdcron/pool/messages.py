@@ -27,6 +27,13 @@ class JobsWatchRestarted:
 
 
 @dataclass(frozen=True, slots=True)
+class RunRequests:
+    """Run-now requests were written: serve those of partitions we own."""
+
+    batch: WatchBatch
+
+
+@dataclass(frozen=True, slots=True)
 class LeaseLost:
     """Our lease ran out: every partition key went with it."""
 
@@ -38,4 +45,4 @@ class FenceLost:
     partition: int
 
 
-Message = Reconcile | JobEvents | JobsWatchRestarted | LeaseLost | FenceLost
+Message = Reconcile | JobEvents | JobsWatchRestarted | RunRequests | LeaseLost | FenceLost

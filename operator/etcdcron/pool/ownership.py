@@ -9,14 +9,14 @@ key with no lease that would block a partition forever) and acquire. ``Ownership
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Set
+from collections.abc import Awaitable, Callable, Mapping, Set
 from dataclasses import dataclass
 
 from etcdcron import etcd
 from etcdcron.etcd import EtcdClient
 from etcdcron.keys import Keys
 from etcdcron.partitions import owned_by, owner
-from etcdcron.pool.jobtable import JobTable
+from etcdcron.pool.jobtable import JobTable, Loaded
 
 log = logging.getLogger("etcdcron.pool")
 
@@ -70,7 +70,15 @@ def plan_ownership(
 class Ownership:
     """Acquires, releases and drops partitions; the job table holds what is owned."""
 
-    def __init__(self, client: EtcdClient, keys: Keys, table: JobTable, member_id: str) -> None:
+    def __init__(
+        self,
+        client: EtcdClient,
+        keys: Keys,
+        table: JobTable,
+        member_id: str,
+        handover: Callable[[int, int], Awaitable[None]],
+    ) -> None:
+        self.handover = handover  # settles what is in progress in a partition before it is released
         self.client = client
         self.keys = keys
         self.table = table
@@ -113,6 +121,7 @@ class Ownership:
         if state is None:
             return
         self.drop(p, "handed over")
+        await self.handover(p, state.fence)
         key = self.keys.partition(p)
         await self.client.txn([etcd.create_revision_is(key, state.fence)], [etcd.delete(key)])
 
@@ -120,14 +129,14 @@ class Ownership:
         key = self.keys.partition(p)
         await self.client.txn([etcd.create_revision_is(key, create_revision)], [etcd.delete(key)])
 
-    async def acquire(self, p: int, lease: int) -> None:
+    async def acquire(self, p: int, lease: int) -> Loaded | None:
         """Take a free partition (a key bound to our lease: its create revision is our fence) and load it."""
         key = self.keys.partition(p)
         response = await self.client.txn(
             [etcd.create_revision_is(key, 0)], [etcd.put(key, self.member_id.encode(), lease)]
         )
         if not response.succeeded:
-            return
+            return None
         self.table.add(p, response.header.revision)
         log.debug("member %s acquired partition %d", self.member_id, p)
-        await self.table.load(p)
+        return await self.table.load(p)

@@ -11,9 +11,9 @@ from collections.abc import Awaitable, Callable
 
 from etcdcron.decode import BadEntryError, member_id, partition_number
 from etcdcron.errors import EtcdUnavailableError
-from etcdcron.etcd import EtcdClient, KeyValue
+from etcdcron.etcd import EtcdClient, KeyValue, WatchBatch, WatchEvent
 from etcdcron.keys import Keys, range_end
-from etcdcron.pool.messages import JobEvents, JobsWatchRestarted, Message
+from etcdcron.pool.messages import JobEvents, JobsWatchRestarted, Message, RunRequests
 from etcdcron.pool.ownership import Holder, Ownership
 from etcdcron.pool.reporting import Reporter
 
@@ -92,6 +92,25 @@ async def mirror_holders(
             ownership.holders.pop(p, None)
 
     await _mirror(client, keys.partitions_root(), reset, apply, seen, changed, reporter)
+
+
+async def watch_requests(
+    client: EtcdClient, keys: Keys, post: Callable[[Message], Awaitable[None]], reporter: Reporter
+) -> None:
+    """Run-now requests as they are written; those written before a (re)load are served by the load."""
+    root = keys.requests_root()
+    while True:
+        try:
+            # (Re)started: what was written while no watch ran is served from a fresh read.
+            head = await client.range(root, range_end(root))
+            events = tuple(WatchEvent(True, kv) for kv in head.kvs)
+            await post(RunRequests(WatchBatch(head.header.revision, events)))
+            async for batch in client.watch(root, range_end(root), head.header.revision + 1):
+                if batch.events:
+                    await post(RunRequests(batch))
+        except EtcdUnavailableError as e:
+            await reporter.etcd_error(e)
+            await asyncio.sleep(RETRY_SECONDS)
 
 
 async def watch_jobs(

@@ -1,0 +1,142 @@
+"""Settling firings in etcd, batched like commits: a delivered at-least-once firing's in-flight record is
+deleted (its acknowledgement), a retrying or parked firing's record is rewritten, and each job's history
+gets the result. Every write is fenced on its partition: a member that lost a partition writes nothing
+there, and the new owner re-delivers what was never acknowledged (at-least-once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from etcdcron import etcd, metrics
+from etcdcron.errors import EtcdUnavailableError
+from etcdcron.etcd import EtcdClient, RequestOp
+from etcdcron.firing import HISTORY_LENGTH, HistoryEntry, history_json
+from etcdcron.keys import Keys
+from etcdcron.pool.commit import TXN_LIMIT
+from etcdcron.pool.reporting import Reporter
+
+log = logging.getLogger("etcdcron.pool")
+
+GATHER_SECONDS = 0.02
+"""Settlements wait this long after the first one so that a tick's acknowledgements go out together."""
+RETRY_SECONDS = 0.5
+
+
+@dataclass(slots=True)
+class JobHistory:
+    job_id: str
+    entries: list[HistoryEntry]
+
+
+class Settlements:
+    def __init__(
+        self, client: EtcdClient, keys: Keys, fences: Callable[[], dict[int, int]], reporter: Reporter
+    ) -> None:
+        self.client = client
+        self.keys = keys
+        self.fences = fences
+        self.reporter = reporter
+        self.histories: dict[bytes, JobHistory] = {}  # spec key -> history, for owned partitions
+        self._ops: dict[int, dict[bytes, RequestOp]] = {}  # partition -> key -> its latest write
+        self._wake = asyncio.Event()
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    # -- what to write --------------------------------------------------------------------------------
+    def put(self, partition: int, key: bytes, value: bytes, lease: int = 0) -> None:
+        self._queue(partition, key, etcd.put(key, value, lease))
+
+    def delete(self, partition: int, key: bytes) -> None:
+        self._queue(partition, key, etcd.delete(key))
+
+    def record(self, partition: int, spec_key: bytes, job_id: str, lease: int, entry: HistoryEntry) -> None:
+        """Add a settled firing to its job's history (the last ``HISTORY_LENGTH`` are kept)."""
+        history = self.histories.get(spec_key)
+        if history is None or history.job_id != job_id:
+            history = self.histories[spec_key] = JobHistory(job_id, [])
+        history.entries.append(entry)
+        del history.entries[:-HISTORY_LENGTH]
+        key = self.keys.sibling(spec_key, "history")
+        self.put(partition, key, history_json(job_id, history.entries), lease)
+
+    def loaded(self, spec_key: bytes, job_id: str, entries: list[HistoryEntry]) -> None:
+        self.histories[spec_key] = JobHistory(job_id, entries[-HISTORY_LENGTH:])
+
+    def forget(self, partition_prefix: bytes) -> None:
+        """A partition was dropped or reloaded: its histories are read again when loaded."""
+        for spec_key in [k for k in self.histories if k.startswith(partition_prefix)]:
+            del self.histories[spec_key]
+
+    def _queue(self, partition: int, key: bytes, op: RequestOp) -> None:
+        self._ops.setdefault(partition, {})[key] = op
+        self.idle.clear()
+        self._wake.set()
+
+    # -- writing --------------------------------------------------------------------------------------
+    async def run(self) -> None:
+        while True:
+            await self._wake.wait()
+            await asyncio.sleep(GATHER_SECONDS)
+            self._wake.clear()
+            if not await self.flush():
+                await asyncio.sleep(RETRY_SECONDS)
+                self._wake.set()
+
+    async def flush(self, only: dict[int, int] | None = None) -> bool:
+        """Write everything queued (``only``: just these partitions, under these fences); False if etcd
+        could not be reached (what failed is queued again)."""
+        if only is None:
+            pending, self._ops, fences = self._ops, {}, self.fences()
+        else:
+            pending = {p: self._ops.pop(p) for p in only if p in self._ops}
+            fences = only
+        batches: list[tuple[dict[int, int], list[tuple[int, bytes, RequestOp]]]] = []
+        compares: dict[int, int] = {}
+        ops: list[tuple[int, bytes, RequestOp]] = []
+        for partition, writes in sorted(pending.items()):
+            if partition not in fences:
+                continue  # no longer ours: the new owner settles from what etcd holds
+            for key, op in writes.items():
+                if len(ops) >= TXN_LIMIT or (partition not in compares and len(compares) >= TXN_LIMIT):
+                    batches.append((compares, ops))
+                    compares, ops = {}, []
+                compares[partition] = fences[partition]
+                ops.append((partition, key, op))
+        if ops:
+            batches.append((compares, ops))
+        try:
+            results = await asyncio.gather(*(self._send(c, o) for c, o in batches))
+        except asyncio.CancelledError:  # stopping: keep what may not have been written for the last flush
+            self._requeue([op for _, batch in batches for op in batch])
+            raise
+        if not self._ops:
+            self.idle.set()
+        return all(results)
+
+    def _requeue(self, ops: list[tuple[int, bytes, RequestOp]]) -> None:
+        """Write these again later, unless something newer was queued for the same key meanwhile."""
+        for partition, key, op in ops:
+            self._ops.setdefault(partition, {}).setdefault(key, op)
+        if ops:
+            self.idle.clear()
+
+    async def _send(self, fences: dict[int, int], ops: list[tuple[int, bytes, RequestOp]]) -> bool:
+        compares = [etcd.create_revision_is(self.keys.partition(p), fence) for p, fence in fences.items()]
+        try:
+            response = await self.client.txn(compares, [op for _, _, op in ops])
+        except EtcdUnavailableError as e:
+            await self.reporter.etcd_error(e)
+            self._requeue(ops)
+            return False
+        if response.succeeded:
+            metrics.SETTLEMENTS.inc(len(ops))
+            return True
+        if len(fences) > 1:  # one lost partition refuses the whole batch: the others go on their own
+            alone = [({p: fence}, [o for o in ops if o[0] == p]) for p, fence in fences.items()]
+            return all(await asyncio.gather(*(self._send(f, o) for f, o in alone)))
+        log.info("settlements of partition %s dropped: no longer ours", next(iter(fences)))
+        return True
