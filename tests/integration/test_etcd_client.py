@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
+from etcdcron import etcd
 from etcdcron.errors import EtcdUnavailableError
 from etcdcron.etcd import CompactedError, EtcdClient
 from etcdcron.keys import range_end
@@ -36,9 +39,43 @@ async def test_watch_from_compacted_history_raises_compacted(etcd_client: EtcdCl
     assert err.value.compact_revision >= latest
 
 
-async def test_failover_to_the_next_endpoint(etcd_endpoint: str, prefix: str) -> None:
-    async with EtcdClient([f"127.0.0.1:{free_port()}", etcd_endpoint], timeout=1) as client:
-        with pytest.raises(EtcdUnavailableError):
+async def test_a_dead_first_endpoint_is_skipped_for_reads_and_writes(etcd_endpoint: str, prefix: str) -> None:
+    """Nothing was sent to the dead endpoint (it never connected), so even writes move on."""
+    key = f"{prefix}/x".encode()
+    for first in ("get", "put", "txn"):
+        async with EtcdClient([f"127.0.0.1:{free_port()}", etcd_endpoint], timeout=1) as client:
+            if first == "get":
+                assert await client.get(key) is None
+            elif first == "put":
+                assert await client.put(key, b"1") > 0
+            else:
+                assert (await client.txn([], [etcd.put(key, b"2")])).succeeded
+            assert client.endpoint == etcd_endpoint
+
+
+async def test_every_endpoint_down_says_so_and_names_each(prefix: str) -> None:
+    dead = [f"127.0.0.1:{free_port()}" for _ in range(3)]
+    async with EtcdClient(dead, timeout=1) as client:
+        with pytest.raises(EtcdUnavailableError) as err:
             await client.get(f"{prefix}/x".encode())
-        assert client.endpoint == etcd_endpoint
-        assert await client.get(f"{prefix}/x".encode()) is None
+    assert "all 3 endpoints failed" in str(err.value)
+    assert all(d in str(err.value) for d in dead)
+
+
+async def test_closing_the_client_ends_a_watch_with_unavailable_not_cancelled(
+    etcd_endpoint: str, prefix: str
+) -> None:
+    key = f"{prefix}/w".encode()
+    client = EtcdClient([etcd_endpoint])
+    revision = await client.put(key, b"0")
+    watching = asyncio.Event()
+
+    async def watch() -> None:
+        async for _ in client.watch(key, b"", revision):
+            watching.set()
+
+    task = asyncio.create_task(watch())
+    await asyncio.wait_for(watching.wait(), 10)
+    await client.close()
+    with pytest.raises(EtcdUnavailableError):
+        await asyncio.wait_for(task, 10)
