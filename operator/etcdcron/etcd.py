@@ -10,6 +10,8 @@ Failover, and why writes are treated differently from reads:
 
 * Every attempt first waits for its channel to connect. If it cannot (refused, unreachable, timed out
   while connecting), nothing was sent, so *any* call -- writes included -- moves on to the next endpoint.
+* The channel may break between that check and the call. gRPC then fails the call in its load balancer,
+  before any stream exists, with "failed to connect to all addresses": not sent either (``never_sent``).
 * Once a request has been sent, a broken connection or a timeout leaves its outcome unknown. Reads and
   lease calls are idempotent (a retried grant at worst leaves an unused lease to expire; revoking a lease
   that is already gone counts as done), so they are retried on the next endpoint. A put, delete or txn
@@ -31,7 +33,7 @@ import grpc
 from aetcd import rpc
 
 from etcdcron.errors import EtcdUnavailableError, ValidationError
-from etcdcron.etcdconn import ENDPOINT_FAILURES, Connection, Connections, cancelled_by_us
+from etcdcron.etcdconn import ENDPOINT_FAILURES, Connection, Connections, cancelled_by_us, never_sent
 from etcdcron.etcdops import (
     Compare,
     KeyValue,
@@ -177,7 +179,7 @@ class EtcdClient:
                 if isinstance(e, asyncio.CancelledError) and cancelled_by_us():
                     raise
                 failure = self._broken(conn, e)
-                if not idempotent:
+                if not idempotent and not never_sent(e):
                     raise OutcomeUnknownError(f"etcd at {failure} ({name} may have applied or not)") from e
                 failures.append(failure)
             except grpc.aio.UsageError as e:  # the channel was closed before the call began: not sent

@@ -34,6 +34,20 @@ ENDPOINT_FAILURES = frozenset(
 """gRPC codes that blame the endpoint (move on); any other code is etcd's answer to the request."""
 
 
+def never_sent(error: BaseException) -> bool:
+    """True if gRPC failed the call before sending it: no connected transport was there to pick.
+
+    This status comes from gRPC's load-balancing pick, which runs before a stream is opened; a call that
+    was sent and then lost its connection fails with a stream error instead ("Socket closed", "Stream
+    removed"). Should a gRPC release word it differently, the call counts as sent: safe, only slower.
+    """
+    return (
+        isinstance(error, grpc.aio.AioRpcError)
+        and error.code() == grpc.StatusCode.UNAVAILABLE
+        and (error.details() or "").startswith("failed to connect to all addresses")
+    )
+
+
 def _local(endpoint: str) -> bool:
     host = endpoint.rpartition(":")[0].strip("[]")
     return host == "localhost" or host.startswith(("127.", "169.254.")) or host == "::1"
