@@ -18,12 +18,14 @@ class MemberProcess:
     endpoint: str
     prefix: str
     lease_ttl: int = 2
+    command_prefix: tuple[str, ...] = ()  # e.g. ("ip", "netns", "exec", name): run it inside a namespace
     firings: list[dict[str, Any]] = field(default_factory=list)
     stderr_lines: list[str] = field(default_factory=list)
     process: subprocess.Popen[str] | None = None
 
     def start(self) -> MemberProcess:
         args = [
+            *self.command_prefix,
             sys.executable,
             "-m",
             "etcdcron.cli",
