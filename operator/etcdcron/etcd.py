@@ -33,7 +33,7 @@ import grpc
 from aetcd import rpc
 
 from etcdcron.errors import EtcdUnavailableError, ValidationError
-from etcdcron.etcdconn import ENDPOINT_FAILURES, Connection, Connections, cancelled_by_us, never_sent
+from etcdcron.etcdconn import ENDPOINT_FAILURES, Connection, Connections, never_sent, task_cancelled
 from etcdcron.etcdops import (
     Compare,
     KeyValue,
@@ -137,7 +137,7 @@ class EtcdClient:
                     return conn
             except asyncio.CancelledError:
                 self._connections.release(conn)
-                if cancelled_by_us():
+                if task_cancelled():
                     raise
             except BaseException:
                 self._connections.release(conn)
@@ -176,7 +176,7 @@ class EtcdClient:
             try:
                 return await invoke(conn, timeout)
             except (grpc.aio.AioRpcError, asyncio.CancelledError) as e:
-                if isinstance(e, asyncio.CancelledError) and cancelled_by_us():
+                if isinstance(e, asyncio.CancelledError) and task_cancelled():
                     raise
                 failure = self._broken(conn, e)
                 if not idempotent and not never_sent(e):
@@ -326,7 +326,7 @@ class EtcdClient:
                 yield WatchBatch(int(response.header.revision), events)
             raise EtcdUnavailableError(f"watch stream from {conn.endpoint} ended")
         except (grpc.aio.AioRpcError, asyncio.CancelledError) as e:
-            if isinstance(e, asyncio.CancelledError) and cancelled_by_us():
+            if isinstance(e, asyncio.CancelledError) and task_cancelled():
                 raise
             raise EtcdUnavailableError(f"watch broken: etcd at {self._broken(conn, e)}") from e
         finally:

@@ -59,7 +59,7 @@ def channel_options(endpoint: str) -> list[tuple[str, int]]:
     return CHANNEL_OPTIONS + ([("grpc.enable_http_proxy", 0)] if _local(endpoint) else [])
 
 
-def cancelled_by_us() -> bool:
+def task_cancelled() -> bool:
     """True if the current task has been asked to cancel, i.e. a ``CancelledError`` is genuine.
 
     A ``CancelledError`` while nobody cancelled the task came from gRPC cancelling the call itself (its

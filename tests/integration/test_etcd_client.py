@@ -10,7 +10,7 @@ from etcdcron import etcd
 from etcdcron.errors import EtcdUnavailableError
 from etcdcron.etcd import CompactedError, EtcdClient
 from etcdcron.keys import range_end
-from etcdcron.localetcd import free_port
+from etcdcron.localetcd import LocalEtcd, free_port
 
 
 async def test_range_pages_reads_one_revision(etcd_client: EtcdClient, prefix: str) -> None:
@@ -79,3 +79,36 @@ async def test_closing_the_client_ends_a_watch_with_unavailable_not_cancelled(
     await client.close()
     with pytest.raises(EtcdUnavailableError):
         await asyncio.wait_for(task, 10)
+
+
+async def test_cancelling_the_caller_still_cancels(etcd_client: EtcdClient, prefix: str) -> None:
+    """Only cancellations the client caused become errors; the caller's own cancellation goes through."""
+    key = f"{prefix}/c".encode()
+    revision = await etcd_client.put(key, b"0")
+
+    async def watch() -> None:
+        async for _ in etcd_client.watch(key, b"", revision + 1):
+            pass
+
+    task = asyncio.create_task(watch())
+    await asyncio.sleep(0.2)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert task.cancelled()
+    assert await etcd_client.get(key) is not None  # the client is fine afterwards
+
+
+def test_launcher_and_client_ignore_http_proxy(monkeypatch: pytest.MonkeyPatch, prefix: str) -> None:
+    """A proxy meant for the outside world must not be asked for etcd on this machine."""
+    for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "grpc_proxy"):
+        monkeypatch.setenv(name, f"http://127.0.0.1:{free_port()}")
+    with LocalEtcd(die_with_parent=True) as server:
+        assert server.healthy() and server.is_leader()
+
+        async def roundtrip() -> bytes:
+            async with EtcdClient([server.endpoint], timeout=5) as client:
+                await client.put(f"{prefix}/p".encode(), b"direct")
+                kv = await client.get(f"{prefix}/p".encode())
+                return bytes(kv.value)
+
+        assert asyncio.run(roundtrip()) == b"direct"
