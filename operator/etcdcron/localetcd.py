@@ -83,8 +83,10 @@ class LocalEtcd:
         initial_cluster: str | None = None,
         cluster_token: str | None = None,
         die_with_parent: bool = False,
+        binary: Path | None = None,
     ) -> None:
         self._own_dir = data_dir is None
+        self.binary = binary or etcd_binary()
         self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix="etcdcron-etcd-"))
         self.host = host
         self.port = port or free_port(host)
@@ -116,7 +118,7 @@ class LocalEtcd:
     def launch(self) -> None:
         """Start the process without waiting: members of a new cluster only get healthy together."""
         args = [
-            str(etcd_binary()),
+            str(self.binary),
             f"--name={self.name}",
             f"--data-dir={self.data_dir / 'data'}",
             f"--listen-client-urls={self.client_url}",
