@@ -88,3 +88,19 @@ class Tally:
     def missing_span(self) -> tuple[float, float] | None:
         ticks = [ts(k[1]) for k in self.missing]
         return (min(ticks), max(ticks)) if ticks else None
+
+
+def describe(tally: Tally, firings: list[dict[str, Any]], t0: float) -> str:
+    """Duplicates, missing ticks and ticks fired over 1 s late, with their spans relative to ``t0``."""
+
+    def span(ticks: list[float]) -> str:
+        return f" (scheduled {min(ticks) - t0:+.1f}..{max(ticks) - t0:+.1f}s)" if ticks else ""
+
+    lateness = [(ts(f["scheduled"]), ts(f["fired"]) - ts(f["scheduled"])) for f in firings]
+    late = [tick for tick, delay in lateness if delay > 1]
+    worst = max((delay for _, delay in lateness), default=0.0)
+    missing = [ts(k[1]) for k in tally.missing]
+    return (
+        f"{len(tally.duplicates)} duplicates; {len(missing)} ticks missing{span(missing)}; "
+        f"{len(late)} fired over 1 s late{span(late)}, worst {worst:.2f}s"
+    )

@@ -19,6 +19,7 @@ class MemberProcess:
     prefix: str
     lease_ttl: int = 2
     command_prefix: tuple[str, ...] = ()  # e.g. ("ip", "netns", "exec", name): run it inside a namespace
+    extra_args: tuple[str, ...] = ()  # more flags of ``etcdcron member``
     firings: list[dict[str, Any]] = field(default_factory=list)
     stderr_lines: list[str] = field(default_factory=list)
     process: subprocess.Popen[str] | None = None
@@ -41,6 +42,7 @@ class MemberProcess:
             str(self.lease_ttl),
             "--sink",
             "stdout",
+            *self.extra_args,
         ]
         self.process = subprocess.Popen(
             args,
