@@ -29,6 +29,7 @@ ENDPOINT_FAILURES = frozenset(
         grpc.StatusCode.DEADLINE_EXCEEDED,
         grpc.StatusCode.CANCELLED,  # the channel went away under the call
         grpc.StatusCode.UNKNOWN,  # e.g. "Stream removed": the connection broke mid-call
+        grpc.StatusCode.INTERNAL,  # "Internal error from Core": gRPC's transport, not etcd's answer
     }
 )
 """gRPC codes that blame the endpoint (move on); any other code is etcd's answer to the request."""
