@@ -16,9 +16,8 @@ Failover, and why writes are treated differently from reads:
   lease calls are idempotent (a retried grant at worst leaves an unused lease to expire; revoking a lease
   that is already gone counts as done), so they are retried on the next endpoint. A put, delete or txn
   is not retried: it raises ``OutcomeUnknownError`` and the caller decides (the pool re-sends the same
-  commit, whose compares tell whether the first attempt landed). gRPC's UNAVAILABLE alone cannot tell
-  "never sent" from "sent, then the connection broke", which is why "never sent" is decided by the
-  channel's state before sending, not by the error.
+  commit, whose compares tell whether the first attempt landed). The status code alone (UNAVAILABLE)
+  cannot tell "never sent" from "sent, then the connection broke": hence the two checks above.
 * Each call tries every endpoint at most once; when all failed, the error says so and lists each one.
 """
 
