@@ -89,6 +89,7 @@ class LocalEtcd:
         self.binary = binary or etcd_binary()
         self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix="etcdcron-etcd-"))
         self.host = host
+        self._auto_ports = port is None and peer_port is None
         self.port = port or free_port(host)
         self.peer_port = peer_port or free_port()
         self.name = name
@@ -143,31 +144,58 @@ class LocalEtcd:
                 preexec_fn=_PDEATHSIG if self.die_with_parent else None,
             )
 
+    def log_tail(self, lines: int = 30) -> str:
+        """The end of this node's log, for error messages."""
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
     def healthy(self) -> bool:
-        """etcd's own /health: this member is up and the cluster has a leader."""
+        """etcd's own /health (up, and the cluster has a leader), answered by this very node."""
         try:
             with _DIRECT.open(f"{self.client_url}/health", timeout=1) as r:
-                return bool(json.loads(r.read()).get("health") == "true")
+                return bool(json.loads(r.read()).get("health") == "true") and self._answers_as_me()
         except (OSError, ValueError):
             return False
+
+    def _answers_as_me(self) -> bool:
+        """Ports come from ``free_port`` and may be taken again by anyone, e.g. another test run's etcd,
+        while ours fails to bind: the member answering must be ours (same name and peer URL)."""
+        doc = _post_json(f"{self.client_url}/v3/cluster/member/list")
+        me = doc.get("header", {}).get("member_id")
+        member: dict[str, Any] = next((m for m in doc.get("members", []) if m.get("ID") == me), {})
+        return bool(member.get("name") == self.name and self.peer_url in member.get("peerURLs", []))
 
     def wait_healthy(self, deadline: float) -> None:
         while time.monotonic() < deadline:
             if self.process is None or self.process.poll() is not None:
                 code = None if self.process is None else self.process.returncode
-                raise RuntimeError(f"etcd {self.name} exited with {code}; see {self.log_path}")
+                raise RuntimeError(f"etcd {self.name} exited with {code}:\n{self.log_tail(10)}")
             if self.healthy():
                 return
             time.sleep(0.05)
         raise RuntimeError(f"etcd {self.name} was not healthy in time; see {self.log_path}")
 
     def start(self, timeout: float = 30.0) -> None:
-        self.launch()
-        try:
-            self.wait_healthy(time.monotonic() + timeout)
-        except RuntimeError:
-            self.stop()
-            raise
+        deadline = time.monotonic() + timeout
+        for attempt in range(3):
+            self.launch()
+            try:
+                self.wait_healthy(deadline)
+                return
+            except RuntimeError:
+                self.stop()
+                if attempt == 2 or not self._port_taken():
+                    raise
+            self.port, self.peer_port = free_port(self.host), free_port()  # lost a race for a free port
+            self.initial_cluster = f"{self.name}={self.peer_url}"
+
+    def _port_taken(self) -> bool:
+        """A fresh single node whose ports we chose and someone else took: worth a retry on new ones."""
+        fresh = not (self.data_dir / "data").exists() or not any((self.data_dir / "data").iterdir())
+        alone = self.initial_cluster == f"{self.name}={self.peer_url}"
+        return fresh and alone and self._auto_ports and "address already in use" in self.log_tail(20)
 
     def status(self) -> dict[str, Any]:
         """The maintenance status: ``header.member_id``, ``leader``, ``dbSize``, ``dbSizeInUse`` (strings)."""
