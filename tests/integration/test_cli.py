@@ -13,8 +13,9 @@ import pytest
 
 from etcdcron.keys import Keys
 from etcdcron.localetcd import free_port
+from eventually import eventually
 
-from .processes import MemberProcess, wait_for
+from .processes import MemberProcess
 
 
 def etcdcron(
@@ -115,6 +116,27 @@ def test_bad_input_exits_2_with_one_line_naming_the_field(args, flag, etcd_endpo
     assert flag in lines[0], lines[0]
 
 
+def test_every_command_works_with_any_live_endpoint_in_the_list(etcd_endpoint, prefix):
+    dead = f"127.0.0.1:{free_port()}"
+    for endpoints in (f"{dead},{etcd_endpoint}", f"{etcd_endpoint},{dead}"):
+        run = lambda *a, e=endpoints: etcdcron(*a, "--endpoints", e, prefix=prefix)  # noqa: E731
+        added = run("add", "anywhere", "--schedule", "@daily")
+        assert added.returncode == 0, added.stderr
+        got = run("get", "anywhere")
+        assert got.returncode == 0 and json.loads(got.stdout)["name"] == "anywhere", got.stderr
+        listed = run("list", "-o", "json")
+        assert listed.returncode == 0 and [d["name"] for d in json.loads(listed.stdout)] == ["anywhere"]
+        deleted = run("delete", "anywhere")
+        assert deleted.returncode == 0, deleted.stderr
+
+
+def test_all_endpoints_down_names_each_of_them():
+    dead = [f"127.0.0.1:{free_port()}" for _ in range(2)]
+    result = etcdcron("list", "--timeout", "1", "--endpoints", ",".join(dead))
+    assert result.returncode == 1
+    assert "all 2 endpoints failed" in result.stderr and all(d in result.stderr for d in dead), result.stderr
+
+
 def test_unreachable_etcd_exits_1_with_a_clear_message():
     result = etcdcron("list", "--timeout", "1", endpoint=f"127.0.0.1:{free_port()}")
     assert result.returncode == 1
@@ -139,7 +161,7 @@ def test_member_prints_one_json_line_per_firing_and_leaves_on_sigterm(etcd_endpo
             ).returncode
             == 0
         )
-        wait_for(lambda: len(member.firings) >= 2, 10, "two firings")
+        eventually(lambda: len(member.firings) >= 2, 10, "two firings")
         first = member.firings[0]
         assert set(first) >= {"namespace", "name", "type", "scheduled", "fired", "run", "member", "payload"}
         assert (first["namespace"], first["name"], first["type"], first["payload"]) == (

@@ -18,9 +18,9 @@ from etcdcron.job import Job
 from etcdcron.keys import Keys
 from etcdcron.pool import MemberFailure
 from etcdcron.pool.jobtable import JobTable
+from eventually import eventually
 
-from .pool_harness import add_jobs, assert_exactly_once, everything, job_names, ts, wait_settled
-from .processes import wait_for
+from .firings import add_jobs, assert_exactly_once, everything, job_names, ts, wait_settled
 
 GOOD_JOBS = 20
 
@@ -72,8 +72,10 @@ async def test_a_poisoned_store_never_silences_the_pool(pool, etcd_endpoint, pre
         await add_jobs(etcd_endpoint, prefix, 1, first=GOOD_JOBS)
         members.append(pool("p2"))
         await wait_settled(etcd_endpoint, prefix, ["p0", "p1", "p2"])
-        wait_for(lambda: any(f["name"] == f"job-{GOOD_JOBS:03d}" for f in everything(members)), 20, "new job")
-        wait_for(lambda: bool(members[2].firings), 20, "the newcomer to fire")
+        eventually(
+            lambda: any(f["name"] == f"job-{GOOD_JOBS:03d}" for f in everything(members)), 20, "new job"
+        )
+        eventually(lambda: bool(members[2].firings), 20, "the newcomer to fire")
         await asyncio.sleep(2)
         end = time.time() - 1.5
         for m in members:
@@ -153,7 +155,7 @@ def test_etcdcron_member_exits_non_zero_with_one_line_when_a_loop_fails(etcd_end
             async with EtcdClient([etcd_endpoint]) as client:
                 return await client.get(keys.member("loud")) is not None
 
-        wait_for(lambda: asyncio.run(joined()), 30, "the member to join")
+        eventually(lambda: asyncio.run(joined()), 30, "the member to join")
         added = subprocess.run(
             [sys.executable, "-m", "etcdcron.cli", "add", "x", "--schedule", "@daily", "--prefix", prefix,
              "--endpoints", etcd_endpoint],

@@ -12,7 +12,7 @@ from etcdcron.localetcd import LocalEtcd
 from etcdcron.partitions import assignment
 from etcdcron.store import JobStore
 
-from .pool_harness import (
+from .firings import (
     JOBS,
     LEASE_TTL,
     add_jobs,

@@ -1,0 +1,67 @@
+"""Requests and responses of the etcd client, as pure values: endpoint lists, txn ops and compares,
+watch batches. Kept apart from the client so that building a commit needs no connection."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from aetcd import rpc
+
+from etcdcron.errors import ValidationError
+
+KeyValue = Any  # rpc.KeyValue protobuf message: key, value, create_revision, mod_revision, version, lease
+RequestOp = Any
+Compare = Any
+
+
+def parse_endpoints(text: str, field: str = "endpoints") -> list[str]:
+    """``host:port[,host:port...]`` (an ``http://`` scheme is tolerated and dropped)."""
+    endpoints = []
+    for raw in text.split(","):
+        item = raw.strip().removeprefix("http://")
+        if not item:
+            continue
+        host, sep, port = item.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValidationError(field, f"{raw.strip()!r} is not host:port")
+        endpoints.append(item)
+    if not endpoints:
+        raise ValidationError(field, "at least one host:port is needed")
+    return endpoints
+
+
+def put(key: bytes, value: bytes, lease: int = 0) -> RequestOp:
+    return rpc.RequestOp(request_put=rpc.PutRequest(key=key, value=value, lease=lease))
+
+
+def delete(key: bytes, range_end: bytes = b"") -> RequestOp:
+    return rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=key, range_end=range_end))
+
+
+def get(key: bytes, range_end: bytes = b"", limit: int = 0) -> RequestOp:
+    return rpc.RequestOp(request_range=rpc.RangeRequest(key=key, range_end=range_end, limit=limit))
+
+
+def create_revision_is(key: bytes, revision: int) -> Compare:
+    """True while ``key`` is the very key created at ``revision`` (0: the key does not exist)."""
+    return rpc.Compare(key=key, result=rpc.Compare.EQUAL, target=rpc.Compare.CREATE, create_revision=revision)
+
+
+def mod_revision_is(key: bytes, revision: int) -> Compare:
+    """True while ``key`` is unchanged since ``revision`` (0: the key does not exist)."""
+    return rpc.Compare(key=key, result=rpc.Compare.EQUAL, target=rpc.Compare.MOD, mod_revision=revision)
+
+
+@dataclass(frozen=True, slots=True)
+class WatchEvent:
+    is_put: bool
+    kv: KeyValue
+
+
+@dataclass(frozen=True, slots=True)
+class WatchBatch:
+    """One watch response: events in order, and the revision the stream has reached."""
+
+    revision: int
+    events: tuple[WatchEvent, ...]
