@@ -69,7 +69,8 @@ class Firing:
 
     A run-now firing (``kind`` manual) carries the request's ``token`` (its key ends in ``manual/<token>``)
     and is not counted as a run (``run`` 0); ``payload`` overrides the job's payload when the request gave
-    one. ``attempt`` counts deliveries of this firing (2 and up: a retry or a re-delivery).
+    one. ``attempt`` counts failed deliveries of this firing plus one; ``redelivery`` marks a firing found
+    unsettled by a member taking over (at-least-once): its earlier delivery may have succeeded.
     """
 
     job: StoredJob
@@ -82,6 +83,7 @@ class Firing:
     token: str = ""
     attempt: int = 1
     payload_override: bytes | None = None
+    redelivery: bool = False  # found unsettled after a crash or takeover: it may have been delivered before
 
     @property
     def key(self) -> str:

@@ -23,11 +23,17 @@ def firing_record(firing: Firing) -> dict[str, Any]:
         "member": firing.member,
     }
     try:
-        record["payload"] = job.payload.decode()
+        record["payload"] = firing.payload.decode()
     except UnicodeDecodeError:
-        record["payload"] = base64.b64encode(job.payload).decode()
+        record["payload"] = base64.b64encode(firing.payload).decode()
         record["payloadEncoding"] = "base64"
     record["key"] = firing.key
+    if firing.attempt > 1:
+        record["attempt"] = firing.attempt
+    if firing.redelivery:
+        record["redelivery"] = True
+    if firing.kind != "scheduled":
+        record["kind"], record["token"] = firing.kind, firing.token
     return record
 
 

@@ -8,6 +8,7 @@ it belonged to is gone. A final run's firing carries its job's spec, so it survi
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 
@@ -80,7 +81,9 @@ class Recovery:
                 continue
             self.settlements.loaded(spec_key, job_id, entries)
         for kv in snapshot.inflight:
-            if not self.deliveries.is_active(kv.key):
+            # Ours in progress, or settled here with the acknowledgement not yet written: not again.
+            settling = self.settlements.settling(p, kv.key, snapshot.revision)
+            if not self.deliveries.is_active(kv.key) and not settling:
                 self._redeliver(p, kv, specs)
         for kv in snapshot.requests:
             await self.serve(p, kv)
@@ -103,7 +106,8 @@ class Recovery:
             log.warning("dropping unsettled firing %s: its job was replaced or deleted", kv.key.decode())
             self.settlements.delete(p, kv.key)
             return
-        handoff = Handoff(self._firing(stored, record), p, spec_key, kv.key, record, True)
+        firing = dataclasses.replace(self._firing(stored, record), redelivery=True)
+        handoff = Handoff(firing, p, spec_key, kv.key, record, True)
         if record.parked:
             self.deliveries.park(handoff)
         else:

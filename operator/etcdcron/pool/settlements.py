@@ -24,6 +24,7 @@ log = logging.getLogger("etcdcron.pool")
 GATHER_SECONDS = 0.02
 """Settlements wait this long after the first one so that a tick's acknowledgements go out together."""
 RETRY_SECONDS = 0.5
+WRITTEN_MAX = 100_000
 
 
 @dataclass(slots=True)
@@ -42,6 +43,8 @@ class Settlements:
         self.reporter = reporter
         self.histories: dict[bytes, JobHistory] = {}  # spec key -> history, for owned partitions
         self._ops: dict[int, dict[bytes, RequestOp]] = {}  # partition -> key -> its latest write
+        self._in_transit: set[bytes] = set()  # keys of writes on their way to etcd
+        self._written: dict[bytes, int] = {}  # key -> revision at which our last write of it landed
         self._wake = asyncio.Event()
         self.idle = asyncio.Event()
         self.idle.set()
@@ -70,6 +73,12 @@ class Settlements:
         """A partition was dropped or reloaded: its histories are read again when loaded."""
         for spec_key in [k for k in self.histories if k.startswith(partition_prefix)]:
             del self.histories[spec_key]
+
+    def settling(self, partition: int, key: bytes, revision: int) -> bool:
+        """A write of ``key`` is queued, on its way, or landed after ``revision`` (a snapshot's): a reload
+        must not act on what that snapshot still shows of it."""
+        queued = key in self._in_transit or key in self._ops.get(partition, {})
+        return queued or self._written.get(key, 0) > revision
 
     def _queue(self, partition: int, key: bytes, op: RequestOp) -> None:
         self._ops.setdefault(partition, {})[key] = op
@@ -108,11 +117,15 @@ class Settlements:
                 ops.append((partition, key, op))
         if ops:
             batches.append((compares, ops))
+        sending = {key for _, batch in batches for _, key, _ in batch}
+        self._in_transit |= sending
         try:
             results = await asyncio.gather(*(self._send(c, o) for c, o in batches))
         except asyncio.CancelledError:  # stopping: keep what may not have been written for the last flush
             self._requeue([op for _, batch in batches for op in batch])
             raise
+        finally:
+            self._in_transit -= sending
         if not self._ops:
             self.idle.set()
         return all(results)
@@ -134,6 +147,12 @@ class Settlements:
             return False
         if response.succeeded:
             metrics.SETTLEMENTS.inc(len(ops))
+            if len(self._written) > WRITTEN_MAX:  # the oldest half: snapshots older than those are rare
+                for key in list(self._written)[: WRITTEN_MAX // 2]:
+                    del self._written[key]
+            for _, key, _ in ops:
+                self._written.pop(key, None)
+                self._written[key] = response.header.revision
             return True
         if len(fences) > 1:  # one lost partition refuses the whole batch: the others go on their own
             alone = [({p: fence}, [o for o in ops if o[0] == p]) for p, fence in fences.items()]
