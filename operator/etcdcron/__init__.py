@@ -1,7 +1,13 @@
 """etcd-cron: a distributed, fault-tolerant cron over etcd."""
 
 from etcdcron.cron import Cron
-from etcdcron.errors import EtcdCronError, EtcdUnavailableError, JobNotFoundError, ValidationError
+from etcdcron.errors import (
+    EtcdCronError,
+    EtcdUnavailableError,
+    JobExistsError,
+    JobNotFoundError,
+    ValidationError,
+)
 from etcdcron.firing import Firing
 from etcdcron.job import CatchUp, Job, RetryPolicy, StoredJob
 
@@ -12,6 +18,7 @@ __all__ = [
     "EtcdUnavailableError",
     "Firing",
     "Job",
+    "JobExistsError",
     "JobNotFoundError",
     "RetryPolicy",
     "StoredJob",

@@ -112,6 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add.add_argument("--catch-up-deadline", default="5m", help="how old a missed tick may be under 'all'")
     add.add_argument("--retries", type=int, default=3, help="retries of a failing trigger")
+    add.add_argument(
+        "--if-not-exists",
+        action="store_true",
+        help="keep a job of that name if there is one: exit 1, 'already exists' (atomic)",
+    )
 
     get = sub.add_parser("get", help="show a job and its run state (JSON)")
     common(get)
@@ -223,7 +228,7 @@ async def cmd_add(args: argparse.Namespace) -> int:
     job = job_from_args(args)
 
     async def action(store: JobStore) -> int:
-        stored = await store.add(job)
+        stored = await store.add(job, if_not_exists=args.if_not_exists)
         print(json.dumps(status_document(await store.get(job.namespace, stored.job.name))))
         return 0
 

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 from etcdcron import etcd
 from etcdcron.decode import BadEntryError, cursor_for, decode_job
-from etcdcron.errors import JobNotFoundError
+from etcdcron.errors import EtcdUnavailableError, JobExistsError, JobNotFoundError
 from etcdcron.etcd import EtcdClient, KeyValue
 from etcdcron.firing import Cursor, to_ms
 from etcdcron.job import Job, StoredJob, validate_namespace
@@ -63,11 +63,14 @@ class JobStore:
         now: datetime | None = None,
         progress: Cursor | None = None,
         keep_progress: bool = False,
+        if_not_exists: bool = False,
     ) -> StoredJob:
         """Store ``job``, replacing any job of the same name.
 
         The new version starts afresh unless ``progress`` gives its run state (runs, missed, last tick), or
         ``keep_progress`` carries the replaced version's over (an edit of a running job keeps its count).
+        With ``if_not_exists`` an existing job is left alone and ``JobExistsError`` raised: one transaction
+        that writes only while the spec key does not exist, so of two concurrent adds exactly one wins.
         """
         ref = self.keys.ref(job.namespace, job.name)
         job_key, cursor_key = self.keys.job(ref), self.keys.cursor(ref)
@@ -75,6 +78,9 @@ class JobStore:
         created = now.replace(microsecond=now.microsecond // 1000 * 1000)  # stored with ms precision
         lease = await self.client.grant(math.ceil(job.ttl.total_seconds())) if job.ttl else 0
         stored = StoredJob(job, uuid.uuid4().hex, created, lease)
+        if if_not_exists:
+            await self._create(stored, job_key, cursor_key, progress)
+            return stored
         created_ms = to_ms(created)
         while True:
             response = await self.client.txn([], [etcd.get(job_key), etcd.get(cursor_key)])
@@ -102,6 +108,38 @@ class JobStore:
         if previous is not None and previous.lease:
             await self.client.revoke(previous.lease)  # the old version's TTL no longer applies
         return stored
+
+    async def _create(
+        self, stored: StoredJob, job_key: bytes, cursor_key: bytes, progress: Cursor | None
+    ) -> None:
+        """Write a job only if its spec key does not exist. A cursor left without a spec (a deleted or
+        completed job) belongs to no version: it is replaced or removed in the same transaction."""
+        lease = stored.lease
+        cursor_op = (
+            etcd.put(
+                cursor_key,
+                Cursor(stored.id, progress.last_tick_ms, progress.runs, progress.missed).to_json(),
+                lease,
+            )
+            if progress is not None
+            else etcd.delete(cursor_key)
+        )
+        # An unanswered call raises with the lease kept: the job may be stored on it (its TTL ends it).
+        response = await self.client.txn(
+            [etcd.create_revision_is(job_key, 0)], [etcd.put(job_key, stored.to_json(), lease), cursor_op]
+        )
+        if not response.succeeded:
+            if lease:
+                await self._revoke(lease)  # granted for a job that was never written
+            raise JobExistsError(stored.job.namespace, stored.job.name)
+
+    async def _revoke(self, lease: int) -> None:
+        """Revoke a TTL lease; one already gone (expired, or revoked by a concurrent delete) is fine."""
+        try:
+            await self.client.revoke(lease)
+        except EtcdUnavailableError as e:
+            if "lease not found" not in str(e):
+                raise
 
     def _cursor_of(
         self, job_key: bytes, cursor_key: bytes, spec: KeyValue | None, cursor: KeyValue | None

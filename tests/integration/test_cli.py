@@ -173,3 +173,16 @@ def test_dev_runs_the_embedded_demo():
     assert len(firings) >= 2
     ticks = [f["scheduled"] for f in firings]
     assert len(ticks) == len(set(ticks))
+
+
+def test_add_if_not_exists_reports_an_existing_job_in_one_line_and_exits_1(etcd_endpoint, prefix):
+    run = lambda *a: etcdcron(*a, endpoint=etcd_endpoint, prefix=prefix)  # noqa: E731
+    first = run("add", "once", "--schedule", "@daily", "--payload", "v1", "--if-not-exists")
+    assert first.returncode == 0, first.stderr
+    again = run("add", "once", "--schedule", "@hourly", "--payload", "v2", "--if-not-exists")
+    assert again.returncode == 1
+    assert again.stderr.strip() == "etcdcron: error: job default/once already exists"
+    assert again.stdout == ""
+    assert json.loads(run("get", "once").stdout)["payload"] == "v1"
+    assert run("add", "once", "--schedule", "@hourly", "--payload", "v3").returncode == 0  # replaces
+    assert json.loads(run("get", "once").stdout)["payload"] == "v3"

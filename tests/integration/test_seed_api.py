@@ -1,0 +1,67 @@
+"""The seed peer's API (issue 12): add if not exists, delete by name prefix, jitter. Real etcd, real pool."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+
+from etcdcron.errors import JobExistsError
+from etcdcron.job import Job
+from etcdcron.keys import Keys
+
+from .test_cron_api import cron_factory  # noqa: F401  (the fixture)
+
+
+async def test_add_if_not_exists_two_concurrent_calls_exactly_one_wins(cron_factory):  # noqa: F811
+    # Two clients, each with its own connection, racing for the same name, many rounds.
+    a, b = cron_factory(namespace="race"), cron_factory(namespace="race")
+    async with a, b:
+        for i in range(20):
+            name = f"job-{i}"
+            results = await asyncio.gather(
+                a.add_job(Job(name=name, schedule="@daily", payload=b"a"), if_not_exists=True),
+                b.add_job(Job(name=name, schedule="@daily", payload=b"b"), if_not_exists=True),
+                return_exceptions=True,
+            )
+            won = [r for r in results if not isinstance(r, BaseException)]
+            lost = [r for r in results if isinstance(r, BaseException)]
+            assert len(won) == 1 and len(lost) == 1, results
+            assert isinstance(lost[0], JobExistsError)
+            assert (lost[0].namespace, lost[0].name) == ("race", name)
+            stored = await a.get_job(name)
+            assert stored.stored.id == won[0].stored.id  # the winner's version is the one stored
+            assert stored.stored.job.payload == won[0].stored.job.payload
+
+
+async def test_add_if_not_exists_keeps_the_job_and_its_run_state(cron_factory, etcd_client, prefix):  # noqa: F811
+    async with cron_factory() as cron:
+        first = await cron.add_job(Job(name="keep", schedule="@hourly", payload=b"v1"), if_not_exists=True)
+        with pytest.raises(JobExistsError, match="job default/keep already exists"):
+            await cron.add_job(
+                Job(name="keep", schedule="@daily", payload=b"v2", ttl=timedelta(hours=1)), if_not_exists=True
+            )
+        got = await cron.get_job("keep")
+        assert got.stored.id == first.stored.id and got.stored.job.payload == b"v1" and got.stored.lease == 0
+        # Without the flag, add still replaces.
+        replaced = await cron.add_job(Job(name="keep", schedule="@daily", payload=b"v3"))
+        assert replaced.stored.id != first.stored.id
+        # A deleted job can be created again, and a stray cursor left behind does not carry over.
+        assert await cron.delete_job("keep")
+        keys = Keys(prefix)
+        await etcd_client.put(keys.cursor(keys.ref("default", "keep")), b'{"jobId":"x","runs":7}')
+        again = await cron.add_job(Job(name="keep", schedule="@daily"), if_not_exists=True)
+        assert again.cursor.runs == 0
+        assert await etcd_client.get(keys.cursor(keys.ref("default", "keep"))) is None
+
+
+async def test_add_if_not_exists_with_a_ttl_revokes_the_lease_it_did_not_use(cron_factory, etcd_client):  # noqa: F811
+    async with cron_factory() as cron:
+        await cron.add_job(Job(name="held", schedule="@daily"), if_not_exists=True)
+        with pytest.raises(JobExistsError):
+            await cron.add_job(
+                Job(name="held", schedule="@daily", ttl=timedelta(hours=1)), if_not_exists=True
+            )
+        got = await cron.get_job("held")
+        assert got.stored.lease == 0 and got.stored.job.ttl is None
