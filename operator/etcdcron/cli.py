@@ -22,7 +22,7 @@ from typing import Any, NoReturn
 from etcdcron.cron import Cron
 from etcdcron.decode import BadEntryError, key_text
 from etcdcron.dispatch.stdout import StdoutSink
-from etcdcron.durations import parse_duration
+from etcdcron.durations import parse_duration, parse_expiry, parse_instant
 from etcdcron.errors import EtcdCronError, EtcdUnavailableError, JobNotFoundError, ValidationError
 from etcdcron.etcd import DEFAULT_ENDPOINT, EtcdClient, parse_endpoints
 from etcdcron.firing import first_after_ms, from_ms, next_tick_ms
@@ -102,10 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--type", default="")
     add.add_argument("--payload", default="", help="text handed to every firing")
     add.add_argument("--time-zone", default="UTC", help="IANA name, e.g. Europe/Paris")
-    add.add_argument("--ttl", help="delete the job this long after adding it, e.g. 1h")
+    add.add_argument(
+        "--ttl", help="delete the job this long after adding it (1h, PT1H) or at this RFC 3339 time"
+    )
     start = add.add_mutually_exclusive_group()
     start.add_argument("--start-at", help="no tick before this RFC 3339 time")
-    start.add_argument("--delay", help="no tick before now + this duration")
+    start.add_argument("--delay", help="no tick before now + this duration (90s, PT90S)")
     add.add_argument("--max-runs", type=int, help="the job completes and is removed after N firings")
     add.add_argument(
         "--catch-up", default="all", help="missed ticks: all (within the deadline), latest, none"
@@ -148,16 +150,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 # -- job <-> flags / JSON ---------------------------------------------------------------------------------
 def job_from_args(args: argparse.Namespace) -> Job:
+    now = datetime.now(UTC)
     start_at = None
     if args.start_at:
-        try:
-            start_at = datetime.fromisoformat(args.start_at.replace("Z", "+00:00"))
-        except ValueError:
-            raise ValidationError("start_at", f"{args.start_at!r} is not an RFC 3339 time") from None
-        if start_at.tzinfo is None:
-            raise ValidationError("start_at", "needs a UTC offset or Z, e.g. 2026-12-01T09:00:00Z")
+        start_at = parse_instant(args.start_at, "start_at")
     elif args.delay:
-        start_at = datetime.now(UTC) + parse_duration(args.delay, "delay")
+        start_at = now + parse_duration(args.delay, "delay")
     return Job(
         name=args.name,
         schedule=args.schedule,
@@ -165,7 +163,7 @@ def job_from_args(args: argparse.Namespace) -> Job:
         type=args.type,
         payload=args.payload.encode(),
         time_zone=args.time_zone,
-        ttl=parse_duration(args.ttl, "ttl") if args.ttl else None,
+        ttl=parse_expiry(args.ttl, now, "ttl") if args.ttl else None,
         start_at=start_at,
         max_runs=args.max_runs,
         catch_up=_catch_up(args.catch_up),

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -186,3 +186,36 @@ def test_add_if_not_exists_reports_an_existing_job_in_one_line_and_exits_1(etcd_
     assert json.loads(run("get", "once").stdout)["payload"] == "v1"
     assert run("add", "once", "--schedule", "@hourly", "--payload", "v3").returncode == 0  # replaces
     assert json.loads(run("get", "once").stdout)["payload"] == "v3"
+
+
+def test_add_takes_iso_8601_durations_and_an_expiry_instant(etcd_endpoint, prefix):
+    run = lambda *a: etcdcron(*a, endpoint=etcd_endpoint, prefix=prefix)  # noqa: E731
+    before = datetime.now(UTC)
+    iso = run("add", "iso", "--schedule", "@daily", "--ttl", "P1DT2H", "--delay", "PT90S")
+    assert iso.returncode == 0, iso.stderr
+    doc = json.loads(iso.stdout)
+    assert doc["ttl"] == 26 * 3600
+    start = datetime.fromisoformat(doc["startAt"].replace("Z", "+00:00"))
+    assert 89 <= (start - before).total_seconds() <= 90 + 30  # 30 s of slack for a loaded machine
+    expiry = (before.replace(microsecond=0) + timedelta(hours=2)).isoformat().replace("+00:00", "Z")
+    until = run("add", "until", "--schedule", "@hourly", "--ttl", expiry)
+    assert until.returncode == 0, until.stderr
+    doc = json.loads(until.stdout)
+    expires = datetime.fromisoformat(doc["expiresAt"].replace("Z", "+00:00"))
+    assert abs((expires - datetime.fromisoformat(expiry.replace("Z", "+00:00"))).total_seconds()) < 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--ttl", "P1M"], "--ttl: 'P1M': months have no fixed length"),
+        (["--ttl", "2020-01-01T00:00:00Z"], "--ttl: '2020-01-01T00:00:00Z' is not in the future"),
+        (["--ttl", "2999-01-01T00:00:00"], "--ttl: '2999-01-01T00:00:00' needs a UTC offset or Z"),
+        (["--delay", "P1Y"], "--delay: 'P1Y': years have no fixed length"),
+        (["--start-at", "2026-12-01T09:00:00"], "--start-at: '2026-12-01T09:00:00' needs a UTC offset or Z"),
+    ],
+)
+def test_bad_times_exit_2_naming_the_flag(args, message, etcd_endpoint, prefix):
+    result = etcdcron("add", "x", "--schedule", "@daily", *args, endpoint=etcd_endpoint, prefix=prefix)
+    assert result.returncode == 2, result
+    assert result.stderr.strip().startswith(f"etcdcron: error: {message}"), result.stderr
