@@ -30,7 +30,7 @@ from etcdcron.job import CatchUp, Job, RetryPolicy, format_time
 from etcdcron.keys import DEFAULT_PREFIX, Keys
 from etcdcron.membership import default_member_id
 from etcdcron.settings import PoolSettings
-from etcdcron.store import JobStatus, JobStore
+from etcdcron.store import JobStatus, JobStore, validate_name_prefix
 
 # The CLI flag of every Job field, so a validation error names what the user typed.
 FLAG_OF_FIELD = {
@@ -51,6 +51,7 @@ FLAG_OF_FIELD = {
     "delay": "--delay",
     "member_id": "--member-id",
     "timeout": "--timeout",
+    "name_prefix": "--name-prefix",
 }
 
 
@@ -130,10 +131,15 @@ def build_parser() -> argparse.ArgumentParser:
     tenant(lst)
     lst.add_argument("-o", "--output", choices=["table", "json"], default="table")
 
-    delete = sub.add_parser("delete", help="delete a job and its run state")
+    delete = sub.add_parser("delete", help="delete a job, or every job whose name starts with a prefix")
     common(delete)
     tenant(delete)
-    delete.add_argument("name")
+    delete.add_argument("name", nargs="?", help="the job to delete")
+    delete.add_argument(
+        "--name-prefix",
+        help="instead of NAME: delete every job of the namespace whose name starts with this; prints how many"
+        " (the issue's spelling '--prefix job-' works too: a value without a leading '/' is no key prefix)",
+    )
 
     op = sub.add_parser("operator", help="run the Kubernetes operator (pool member + elected reconciler)")
     pool_member(op)
@@ -272,8 +278,35 @@ async def cmd_list(args: argparse.Namespace) -> int:
     return await _with_store(args, action)
 
 
+def name_prefix_of(args: argparse.Namespace) -> str | None:
+    """The name prefix ``delete`` acts on, if any; also settles what ``--prefix`` meant.
+
+    ``--prefix`` is the pool's etcd key prefix in every command, and a key prefix starts with '/'. The
+    issue's spelling ``delete --prefix job-`` gives a value that cannot be a key prefix (and is no job
+    name start if it has a '/'): with no NAME and no ``--name-prefix``, it is taken as the name prefix and
+    the key prefix comes from ``ETCDCRON_PREFIX`` or the default. Every command line valid before means
+    what it meant; only one that was an error gains a meaning."""
+    if args.name is not None and args.name_prefix is not None:
+        raise ValidationError("name_prefix", "give NAME or --name-prefix, not both")
+    if args.name_prefix is not None:
+        return validate_name_prefix(args.name_prefix)
+    if args.name is not None:
+        return None
+    if not args.prefix.startswith("/"):
+        prefix, args.prefix = args.prefix, _env("PREFIX", DEFAULT_PREFIX)
+        return validate_name_prefix(prefix, "prefix")
+    raise ValidationError("name", "give the job's NAME, or --name-prefix P to delete every job named P...")
+
+
 async def cmd_delete(args: argparse.Namespace) -> int:
+    name_prefix = name_prefix_of(args)
+
     async def action(store: JobStore) -> int:
+        if name_prefix is not None:
+            count = await store.delete_prefix(args.namespace, name_prefix)
+            noun = "job" if count == 1 else "jobs"
+            print(f"deleted {count} {noun} of {args.namespace} whose name starts with {name_prefix!r}")
+            return 0
         if not await store.delete(args.namespace, args.name):
             raise JobNotFoundError(args.namespace, args.name)
         print(f"deleted {args.namespace}/{args.name}")

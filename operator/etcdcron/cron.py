@@ -110,3 +110,8 @@ class Cron:
 
     async def delete_job(self, name: str) -> bool:
         return await self.store.delete(self.namespace, name)
+
+    async def delete_prefix(self, name_prefix: str) -> int:
+        """Delete every job of this tenant whose name starts with ``name_prefix`` (``job-1`` matches
+        ``job-10``); returns how many. Never touches another tenant."""
+        return await self.store.delete_prefix(self.namespace, name_prefix)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import builtins
 import math
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,13 +16,29 @@ from datetime import UTC, datetime
 
 from etcdcron import etcd
 from etcdcron.decode import BadEntryError, cursor_for, decode_job
-from etcdcron.errors import EtcdUnavailableError, JobExistsError, JobNotFoundError
+from etcdcron.errors import EtcdUnavailableError, JobExistsError, JobNotFoundError, ValidationError
 from etcdcron.etcd import EtcdClient, KeyValue
 from etcdcron.firing import Cursor, to_ms
-from etcdcron.job import Job, StoredJob, validate_namespace
+from etcdcron.job import NAME_MAX, Job, StoredJob, validate_namespace
 from etcdcron.keys import Keys, range_end
 
 TXN_MAX_OPS = 128  # etcd's default --max-txn-ops
+_NAME_START = re.compile(r"[a-z0-9][-a-z0-9.]*")
+
+
+def validate_name_prefix(prefix: str, field_name: str = "name_prefix") -> str:
+    """A non-empty start of a job name (a DNS-1123 subdomain): what ``delete_prefix`` may match."""
+    if not prefix:
+        raise ValidationError(field_name, "must not be empty (it would match every job of the namespace)")
+    if len(prefix) > NAME_MAX:
+        raise ValidationError(field_name, f"must be at most {NAME_MAX} characters, got {len(prefix)}")
+    if not _NAME_START.fullmatch(prefix):
+        raise ValidationError(
+            field_name,
+            f"{prefix!r} does not start a job name (lowercase letters, digits, '-' and '.', "
+            "starting with a letter or digit)",
+        )
+    return prefix
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,6 +246,36 @@ class JobStore:
         for start in range(0, len(ops), TXN_MAX_OPS):  # even: job ranges, odd: cursor ranges
             response = await self.client.txn([], ops[start : start + TXN_MAX_OPS])
             deleted += sum(r.response_delete_range.deleted for r in response.responses[::2])
+        return deleted
+
+    async def delete_prefix(self, namespace: str, name_prefix: str) -> int:
+        """Delete every job of a tenant whose name starts with ``name_prefix``, with its run state and its
+        TTL lease; returns how many jobs were deleted.
+
+        One key range per partition (``P/jobs/<pppp>/<tenant>/<prefix>``: the tenant segment ends in '/', so
+        tenant ``t`` never touches ``t-1``), in transactions of up to 128 operations: each reads the matching
+        job keys (keys only: their leases) and deletes them and their cursors at one revision, so the leases
+        revoked are exactly those of the jobs deleted. A job added under the prefix meanwhile is deleted if
+        its partition's transaction comes after it (as with any delete racing an add)."""
+        validate_namespace(namespace)
+        validate_name_prefix(name_prefix)
+        ops = []
+        for p in range(self.keys.partitions):
+            jobs = self.keys.jobs_of_tenant_in_partition(namespace, p) + name_prefix.encode()
+            cursors = self.keys.cursors_of_partition(p) + f"{namespace}/{name_prefix}".encode()
+            read = etcd.get(jobs, range_end(jobs))
+            read.request_range.keys_only = True  # the leases, not the (up to 256 KiB) values
+            ops += [read, etcd.delete(jobs, range_end(jobs)), etcd.delete(cursors, range_end(cursors))]
+        per_txn = TXN_MAX_OPS // 3 * 3  # a partition's three operations stay in one transaction
+        deleted = 0
+        leases: set[int] = set()
+        for start in range(0, len(ops), per_txn):
+            response = await self.client.txn([], ops[start : start + per_txn])
+            for read, jobs_deleted in zip(response.responses[0::3], response.responses[1::3], strict=True):
+                leases.update(kv.lease for kv in read.response_range.kvs if kv.lease)
+                deleted += jobs_deleted.response_delete_range.deleted
+        for lease in sorted(leases):
+            await self._revoke(lease)
         return deleted
 
     async def read_partition(self, partition: int) -> PartitionSnapshot:

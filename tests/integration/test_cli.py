@@ -219,3 +219,39 @@ def test_bad_times_exit_2_naming_the_flag(args, message, etcd_endpoint, prefix):
     result = etcdcron("add", "x", "--schedule", "@daily", *args, endpoint=etcd_endpoint, prefix=prefix)
     assert result.returncode == 2, result
     assert result.stderr.strip().startswith(f"etcdcron: error: {message}"), result.stderr
+
+
+def test_delete_by_name_prefix_prints_how_many(etcd_endpoint, prefix):
+    run = lambda *a: etcdcron(*a, endpoint=etcd_endpoint, prefix=prefix)  # noqa: E731
+    for name in ("job-1", "job-10", "job-2"):
+        assert run("add", name, "--schedule", "@daily").returncode == 0
+    assert run("add", "job-1", "--schedule", "@daily", "--namespace", "other").returncode == 0
+    deleted = run("delete", "--name-prefix", "job-1")
+    assert deleted.returncode == 0, deleted.stderr
+    assert deleted.stdout.strip() == "deleted 2 jobs of default whose name starts with 'job-1'"
+    assert [d["name"] for d in json.loads(run("list", "-o", "json").stdout)] == ["job-2"]
+    # The issue's spelling: a --prefix that is no key prefix (no leading '/') is the name prefix; the key
+    # prefix then comes from ETCDCRON_PREFIX (set by run()) or the default.
+    issue = run("delete", "--prefix", "job-")
+    assert issue.returncode == 0, issue.stderr
+    assert issue.stdout.strip() == "deleted 1 job of default whose name starts with 'job-'"
+    assert json.loads(run("list", "-o", "json").stdout) == []
+    assert [d["name"] for d in json.loads(run("list", "-n", "other", "-o", "json").stdout)] == ["job-1"]
+    none = run("delete", "--name-prefix", "job-", "--prefix", prefix)  # --prefix with '/': the key prefix
+    assert none.returncode == 0 and none.stdout.startswith("deleted 0 jobs"), none
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["delete", "x", "--name-prefix", "x"], "--name-prefix: give NAME or --name-prefix, not both"),
+        (["delete"], "NAME: give the job's NAME, or --name-prefix P to delete every job named P..."),
+        (["delete", "--name-prefix", "Bad"], "--name-prefix: 'Bad' does not start a job name"),
+        (["delete", "--prefix", "Bad"], "--prefix: 'Bad' does not start a job name"),
+        (["delete", "--name-prefix", ""], "--name-prefix: must not be empty"),
+    ],
+)
+def test_delete_by_name_prefix_bad_input_exits_2(args, message, etcd_endpoint, prefix):
+    result = etcdcron(*args, endpoint=etcd_endpoint, prefix=prefix)
+    assert result.returncode == 2, result
+    assert result.stderr.strip().startswith(f"etcdcron: error: {message}"), result.stderr

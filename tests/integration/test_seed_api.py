@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from etcdcron.errors import JobExistsError
+from etcdcron.errors import EtcdUnavailableError, JobExistsError, ValidationError
 from etcdcron.job import Job
 from etcdcron.keys import Keys
 
@@ -65,3 +65,75 @@ async def test_add_if_not_exists_with_a_ttl_revokes_the_lease_it_did_not_use(cro
             )
         got = await cron.get_job("held")
         assert got.stored.lease == 0 and got.stored.job.ttl is None
+
+
+async def test_delete_prefix_deletes_matching_jobs_cursors_and_leases_of_one_tenant_only(
+    cron_factory,  # noqa: F811
+    etcd_client,
+    prefix,
+):
+    keys = Keys(prefix)
+    t, t1 = cron_factory(namespace="t"), cron_factory(namespace="t-1")
+    names = ["job-1", "job-10", "job-1.a", "job-2", "jo", "other"]
+    async with t, t1:
+        for cron in (t, t1):
+            for name in names:
+                ttl = timedelta(hours=1) if name == "job-10" else None
+                await cron.add_job(Job(name=name, schedule="@daily", ttl=ttl), if_not_exists=True)
+                ref = keys.ref(cron.namespace, name)
+                await etcd_client.put(keys.cursor(ref), b'{"jobId":"x"}')  # run state to be removed too
+        lease = (await t.get_job("job-10")).stored.lease
+        assert lease
+        assert await t.delete_prefix("job-1") == 3  # job-1, job-10, job-1.a: a prefix is a prefix
+        assert [s.stored.job.name for s in await t.list_jobs()] == ["jo", "job-2", "other"]
+        assert [s.stored.job.name for s in await t1.list_jobs()] == sorted(names)  # tenant t-1 untouched
+        for name in names:
+            for tenant in ("t", "t-1"):
+                cursor = await etcd_client.get(keys.cursor(keys.ref(tenant, name)))
+                gone = tenant == "t" and name.startswith("job-1")
+                assert (cursor is None) == gone, (tenant, name)
+        with pytest.raises(EtcdUnavailableError, match="lease not found"):
+            await etcd_client.revoke(lease)  # revoked with its job
+        assert (await t1.get_job("job-10")).stored.lease  # t-1's own job-10 keeps its lease
+        assert await t.delete_prefix("job-1") == 0  # nothing left: zero, not an error
+
+
+async def test_delete_prefix_spans_every_partition(cron_factory):  # noqa: F811
+    async with cron_factory(namespace="bulk") as cron:
+        names = [f"n-{i:03d}" for i in range(400)]  # 400 jobs over the 256 partitions: several transactions
+        for start in range(0, len(names), 50):
+            await asyncio.gather(
+                *(cron.add_job(Job(name=n, schedule="@daily")) for n in names[start : start + 50])
+            )
+        await cron.add_job(Job(name="keep", schedule="@daily"))
+        assert await cron.delete_prefix("n-") == 400
+        assert [s.stored.job.name for s in await cron.list_jobs()] == ["keep"]
+
+
+_NAME_CHARS = "(lowercase letters, digits, '-' and '.', starting with a letter or digit)"
+
+
+@pytest.mark.parametrize(
+    ("name_prefix", "reason"),
+    [
+        ("", "must not be empty (it would match every job of the namespace)"),
+        (
+            "Job",
+            f"'Job' does not start a job name {_NAME_CHARS}",
+        ),
+        (
+            "-x",
+            f"'-x' does not start a job name {_NAME_CHARS}",
+        ),
+        (
+            "a/b",
+            f"'a/b' does not start a job name {_NAME_CHARS}",
+        ),
+        ("x" * 254, "must be at most 253 characters, got 254"),
+    ],
+)
+async def test_delete_prefix_validates_the_prefix(cron_factory, name_prefix, reason):  # noqa: F811
+    async with cron_factory() as cron:
+        with pytest.raises(ValidationError) as info:
+            await cron.delete_prefix(name_prefix)
+        assert (info.value.field, info.value.reason) == ("name_prefix", reason)
