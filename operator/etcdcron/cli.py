@@ -25,7 +25,7 @@ from etcdcron.dispatch.stdout import StdoutSink
 from etcdcron.durations import parse_duration, parse_expiry, parse_instant
 from etcdcron.errors import EtcdCronError, EtcdUnavailableError, JobNotFoundError, ValidationError
 from etcdcron.etcd import DEFAULT_ENDPOINT, EtcdClient, parse_endpoints
-from etcdcron.firing import first_after_ms, from_ms, next_tick_ms
+from etcdcron.firing import first_after_ms, from_ms, next_scheduled_ms
 from etcdcron.job import CatchUp, Job, RetryPolicy, format_time
 from etcdcron.keys import DEFAULT_PREFIX, Keys
 from etcdcron.membership import default_member_id
@@ -52,6 +52,7 @@ FLAG_OF_FIELD = {
     "member_id": "--member-id",
     "timeout": "--timeout",
     "name_prefix": "--name-prefix",
+    "jitter": "--jitter",
 }
 
 
@@ -116,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--catch-up-deadline", default="5m", help="how old a missed tick may be under 'all'")
     add.add_argument("--retries", type=int, default=3, help="retries of a failing trigger")
     add.add_argument(
+        "--jitter", help="fire each tick a fixed offset in [0, DURATION) after it, from the job's name (0-1h)"
+    )
+    add.add_argument(
         "--if-not-exists",
         action="store_true",
         help="keep a job of that name if there is one: exit 1, 'already exists' (atomic)",
@@ -175,6 +179,7 @@ def job_from_args(args: argparse.Namespace) -> Job:
         catch_up=_catch_up(args.catch_up),
         catch_up_deadline=parse_duration(args.catch_up_deadline, "catch_up_deadline"),
         retry=RetryPolicy(retries=args.retries),
+        jitter=parse_duration(args.jitter, "jitter") if args.jitter else None,
     )
 
 
@@ -189,7 +194,7 @@ def status_document(status: JobStatus) -> dict[str, Any]:
     stored, cursor = status.stored, status.cursor
     job = stored.job
     schedule = stored.schedule()
-    nxt = next_tick_ms(schedule, first_after_ms(stored, cursor), stored)
+    nxt = next_scheduled_ms(schedule, first_after_ms(stored, cursor), stored)
     doc: dict[str, Any] = {
         "namespace": job.namespace,
         "name": job.name,
@@ -208,6 +213,9 @@ def status_document(status: JobStatus) -> dict[str, Any]:
         "missed": cursor.missed,
         "lastScheduled": format_time(from_ms(cursor.last_tick_ms)) if cursor.last_tick_ms else None,
         "nextScheduled": format_time(from_ms(nxt)) if nxt is not None else None,
+        "jitter": job.jitter.total_seconds() if job.jitter is not None else None,
+        # when the next tick fires: nextScheduled plus the job's fixed jitter offset
+        "nextDue": format_time(from_ms(nxt + stored.offset_ms)) if nxt is not None else None,
     }
     return doc
 

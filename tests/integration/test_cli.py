@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from etcdcron.job import jitter_offset_ms
 from etcdcron.keys import Keys
 from etcdcron.localetcd import free_port
 
@@ -255,3 +256,23 @@ def test_delete_by_name_prefix_bad_input_exits_2(args, message, etcd_endpoint, p
     result = etcdcron(*args, endpoint=etcd_endpoint, prefix=prefix)
     assert result.returncode == 2, result
     assert result.stderr.strip().startswith(f"etcdcron: error: {message}"), result.stderr
+
+
+def test_add_with_jitter_shows_it_and_the_next_due_time(etcd_endpoint, prefix):
+    run = lambda *a: etcdcron(*a, endpoint=etcd_endpoint, prefix=prefix)  # noqa: E731
+    added = run("add", "spread", "--schedule", "0 * * * * *", "--jitter", "PT30S")
+    assert added.returncode == 0, added.stderr
+    doc = json.loads(run("get", "spread").stdout)
+    assert doc["jitter"] == 30.0
+    nominal = datetime.fromisoformat(doc["nextScheduled"].replace("Z", "+00:00"))
+    due = datetime.fromisoformat(doc["nextDue"].replace("Z", "+00:00"))
+    assert nominal.second == 0 and (due - nominal) == timedelta(
+        milliseconds=jitter_offset_ms("default", "spread", 30_000)
+    )
+    plain = json.loads(run("add", "plain", "--schedule", "@daily").stdout)
+    assert plain["jitter"] is None and plain["nextDue"] == plain["nextScheduled"]
+    too_wide = run("add", "x", "--schedule", "* * * * * *", "--jitter", "2s")
+    assert too_wide.returncode == 2
+    assert too_wide.stderr.startswith(
+        "etcdcron: error: --jitter: must be at most the schedule's shortest interval"
+    )

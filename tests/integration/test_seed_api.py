@@ -8,10 +8,10 @@ from datetime import timedelta
 import pytest
 
 from etcdcron.errors import EtcdUnavailableError, JobExistsError, ValidationError
-from etcdcron.job import Job
+from etcdcron.job import Job, jitter_offset_ms
 from etcdcron.keys import Keys
 
-from .test_cron_api import cron_factory  # noqa: F401  (the fixture)
+from .test_cron_api import Recorder, cron_factory  # noqa: F401  (the fixture)
 
 
 async def test_add_if_not_exists_two_concurrent_calls_exactly_one_wins(cron_factory):  # noqa: F811
@@ -137,3 +137,31 @@ async def test_delete_prefix_validates_the_prefix(cron_factory, name_prefix, rea
         with pytest.raises(ValidationError) as info:
             await cron.delete_prefix(name_prefix)
         assert (info.value.field, info.value.reason) == ("name_prefix", reason)
+
+
+def _name_with_offset(lo: int, hi: int, jitter_ms: int = 1000) -> str:
+    return next(
+        n
+        for i in range(1000)
+        for n in [f"spread-{i}"]
+        if lo <= jitter_offset_ms("default", n, jitter_ms) < hi
+    )
+
+
+async def test_a_jittered_job_fires_each_tick_once_at_its_offset_never_early(cron_factory):  # noqa: F811
+    rec = Recorder()
+    name = _name_with_offset(500, 900)  # far beyond the 150 ms a commit goes out ahead of its moment
+    offset = timedelta(milliseconds=jitter_offset_ms("default", name, 1000))
+    async with cron_factory(trigger=rec, member_id="m") as cron:
+        await cron.member.wait_settled(10)
+        await cron.add_job(Job(name=name, schedule="* * * * * *", jitter=timedelta(seconds=1)))
+        await rec.wait(lambda: len(rec.of(name)) >= 3)
+        firings = rec.of(name)[:3]
+        assert [f.run for f in firings] == [1, 2, 3]
+        for f in firings:
+            assert f.scheduled.microsecond == 0  # the nominal tick, as reported and as keyed
+            assert f.due == f.scheduled + offset
+            # Never before its due time (the clock read by the delivery may lag the timer by a millisecond).
+            assert f.fired >= f.due - timedelta(milliseconds=5), (f.fired, f.due)
+        assert len({f.key for f in firings}) == 3
+        assert (await cron.get_job(name)).cursor.last_tick_ms is not None

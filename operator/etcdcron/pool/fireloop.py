@@ -144,10 +144,10 @@ class FireLoop:
             self.timers.push(retry_at, job)
 
     def deliver(self, firings: list[Firing]) -> None:
-        """Hand landed firings to the deliveries, one group per tick, each held until its tick."""
+        """Hand landed firings to the deliveries, one group per tick, each held until its tick is due."""
         by_tick: dict[datetime, list[Firing]] = {}
         for firing in firings:
-            by_tick.setdefault(firing.scheduled, []).append(firing)
+            by_tick.setdefault(firing.due, []).append(firing)  # due: the tick plus the job's jitter offset
         for tick, group in by_tick.items():
             self.deliveries.start(group, to_ms(tick))
 
