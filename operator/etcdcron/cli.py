@@ -289,11 +289,11 @@ async def cmd_list(args: argparse.Namespace) -> int:
 def name_prefix_of(args: argparse.Namespace) -> str | None:
     """The name prefix ``delete`` acts on, if any; also settles what ``--prefix`` meant.
 
-    ``--prefix`` is the pool's etcd key prefix in every command, and a key prefix starts with '/'. The
-    issue's spelling ``delete --prefix job-`` gives a value that cannot be a key prefix (and is no job
-    name start if it has a '/'): with no NAME and no ``--name-prefix``, it is taken as the name prefix and
-    the key prefix comes from ``ETCDCRON_PREFIX`` or the default. Every command line valid before means
-    what it meant; only one that was an error gains a meaning."""
+    ``--prefix`` is the pool's etcd key prefix in every command, and a key prefix starts with '/'; a job
+    name never contains one. So the issue's spelling ``delete --prefix job-`` is unambiguous: with no NAME
+    and no ``--name-prefix``, a ``--prefix`` without a leading '/' is the name prefix, and the key prefix
+    comes from ``ETCDCRON_PREFIX`` or the default. Every command line valid before means what it meant;
+    only one that was an error gains a meaning."""
     if args.name is not None and args.name_prefix is not None:
         raise ValidationError("name_prefix", "give NAME or --name-prefix, not both")
     if args.name_prefix is not None:

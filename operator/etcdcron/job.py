@@ -117,6 +117,8 @@ def jitter_offset_ms(namespace: str, name: str, jitter_ms: int) -> int:
 def _validate_jitter(jitter: timedelta, schedule: Schedule, start: datetime | None) -> None:
     if not timedelta(0) <= jitter <= JITTER_MAX:
         raise ValidationError("jitter", f"must be between 0 and 1h, got {jitter}")
+    if jitter % timedelta(milliseconds=1):
+        raise ValidationError("jitter", f"must be a whole number of milliseconds, got {jitter}")
     if isinstance(schedule, EverySchedule):
         shortest = schedule.interval
     else:  # the next few ticks: cheap (the schedule's tick window is shared) and catches regular schedules

@@ -110,6 +110,11 @@ def test_a_tick_due_after_the_ttl_does_not_fire() -> None:
         ("@daily", timedelta(seconds=-1), "must be between 0 and 1h, got -1 day, 23:59:59"),
         ("@daily", timedelta(hours=1, milliseconds=1), "must be between 0 and 1h, got 1:00:00.001000"),
         (
+            "@daily",
+            timedelta(microseconds=1500),
+            "must be a whole number of milliseconds, got 0:00:00.001500",
+        ),
+        (
             "@every 10s",
             timedelta(seconds=11),
             "must be at most the schedule's shortest interval between ticks",
