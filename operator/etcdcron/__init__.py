@@ -1,7 +1,13 @@
 """etcd-cron: a distributed, fault-tolerant cron over etcd."""
 
 from etcdcron.cron import Cron
-from etcdcron.errors import EtcdCronError, EtcdUnavailableError, JobNotFoundError, ValidationError
+from etcdcron.errors import (
+    EtcdCronError,
+    EtcdUnavailableError,
+    JobExistsError,
+    JobNotFoundError,
+    ValidationError,
+)
 from etcdcron.firing import Firing
 from etcdcron.job import CatchUp, Job, StoredJob
 from etcdcron.policy import Delivery, FailurePolicy, RetryPolicy, TriggerResult
@@ -15,6 +21,7 @@ __all__ = [
     "FailurePolicy",
     "Firing",
     "Job",
+    "JobExistsError",
     "JobNotFoundError",
     "RetryPolicy",
     "StoredJob",

@@ -23,16 +23,16 @@ from typing import Any, NoReturn
 from etcdcron.cron import Cron
 from etcdcron.decode import BadEntryError, key_text
 from etcdcron.dispatch.stdout import StdoutSink
-from etcdcron.durations import parse_duration
+from etcdcron.durations import parse_duration, parse_expiry, parse_instant
 from etcdcron.errors import EtcdCronError, EtcdUnavailableError, JobNotFoundError, ValidationError
 from etcdcron.etcd import DEFAULT_ENDPOINT, EtcdClient, parse_endpoints
-from etcdcron.firing import first_after_ms, from_ms, next_tick_ms
+from etcdcron.firing import first_after_ms, from_ms, next_scheduled_ms
 from etcdcron.job import CatchUp, Job, format_time
 from etcdcron.keys import DEFAULT_PREFIX, Keys
 from etcdcron.membership import default_member_id
 from etcdcron.policy import Delivery, FailurePolicy
 from etcdcron.settings import PoolSettings
-from etcdcron.store import JobStatus, JobStore
+from etcdcron.store import JobStatus, JobStore, validate_name_prefix
 
 # The CLI flag of every Job field, so a validation error names what the user typed.
 FLAG_OF_FIELD = {
@@ -56,6 +56,8 @@ FLAG_OF_FIELD = {
     "token": "--token",
     "member_id": "--member-id",
     "timeout": "--timeout",
+    "name_prefix": "--name-prefix",
+    "jitter": "--jitter",
 }
 
 
@@ -107,10 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--type", default="")
     add.add_argument("--payload", default="", help="text handed to every firing")
     add.add_argument("--time-zone", default="UTC", help="IANA name, e.g. Europe/Paris")
-    add.add_argument("--ttl", help="delete the job this long after adding it, e.g. 1h")
+    add.add_argument(
+        "--ttl", help="delete the job this long after adding it (1h, PT1H) or at this RFC 3339 time"
+    )
     start = add.add_mutually_exclusive_group()
     start.add_argument("--start-at", help="no tick before this RFC 3339 time")
-    start.add_argument("--delay", help="no tick before now + this duration")
+    start.add_argument("--delay", help="no tick before now + this duration (90s, PT90S)")
     add.add_argument("--max-runs", type=int, help="the job completes and is removed after N firings")
     add.add_argument(
         "--catch-up", default="all", help="missed ticks: all (within the deadline), latest, none"
@@ -127,6 +131,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="drop | constant:INTERVAL:MAX | exponential:INITIAL:MAX_INTERVAL:MAX (default constant:1s:3)",
     )
     policy.add_argument("--retries", type=int, help="shorthand for --failure-policy constant:1s:N")
+    add.add_argument(
+        "--jitter", help="fire each tick a fixed offset in [0, DURATION) after it, from the job's name (0-1h)"
+    )
+    add.add_argument(
+        "--if-not-exists",
+        action="store_true",
+        help="keep a job of that name if there is one: exit 1, 'already exists' (atomic)",
+    )
 
     get = sub.add_parser("get", help="show a job and its run state (JSON)")
     common(get)
@@ -138,10 +150,15 @@ def build_parser() -> argparse.ArgumentParser:
     tenant(lst)
     lst.add_argument("-o", "--output", choices=["table", "json"], default="table")
 
-    delete = sub.add_parser("delete", help="delete a job and its run state")
+    delete = sub.add_parser("delete", help="delete a job, or every job whose name starts with a prefix")
     common(delete)
     tenant(delete)
-    delete.add_argument("name")
+    delete.add_argument("name", nargs="?", help="the job to delete")
+    delete.add_argument(
+        "--name-prefix",
+        help="instead of NAME: delete every job of the namespace whose name starts with this; prints how many"
+        " (the issue's spelling '--prefix job-' works too: a value without a leading '/' is no key prefix)",
+    )
 
     trig = sub.add_parser("trigger", help="fire a job now, once per --token")
     common(trig)
@@ -171,16 +188,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 # -- job <-> flags / JSON ---------------------------------------------------------------------------------
 def job_from_args(args: argparse.Namespace) -> Job:
+    now = datetime.now(UTC)
     start_at = None
     if args.start_at:
-        try:
-            start_at = datetime.fromisoformat(args.start_at.replace("Z", "+00:00"))
-        except ValueError:
-            raise ValidationError("start_at", f"{args.start_at!r} is not an RFC 3339 time") from None
-        if start_at.tzinfo is None:
-            raise ValidationError("start_at", "needs a UTC offset or Z, e.g. 2026-12-01T09:00:00Z")
+        start_at = parse_instant(args.start_at, "start_at")
     elif args.delay:
-        start_at = datetime.now(UTC) + parse_duration(args.delay, "delay")
+        start_at = now + parse_duration(args.delay, "delay")
     return Job(
         name=args.name,
         schedule=args.schedule,
@@ -188,13 +201,14 @@ def job_from_args(args: argparse.Namespace) -> Job:
         type=args.type,
         payload=args.payload.encode(),
         time_zone=args.time_zone,
-        ttl=parse_duration(args.ttl, "ttl") if args.ttl else None,
+        ttl=parse_expiry(args.ttl, now, "ttl") if args.ttl else None,
         start_at=start_at,
         max_runs=args.max_runs,
         catch_up=_catch_up(args.catch_up),
         catch_up_deadline=parse_duration(args.catch_up_deadline, "catch_up_deadline"),
         failure_policy=_failure_policy(args),
         delivery=_delivery(args.delivery),
+        jitter=parse_duration(args.jitter, "jitter") if args.jitter else None,
     )
 
 
@@ -222,7 +236,7 @@ def status_document(status: JobStatus) -> dict[str, Any]:
     stored, cursor = status.stored, status.cursor
     job = stored.job
     schedule = stored.schedule()
-    nxt = next_tick_ms(schedule, first_after_ms(stored, cursor), stored)
+    nxt = next_scheduled_ms(schedule, first_after_ms(stored, cursor), stored)
     doc: dict[str, Any] = {
         "namespace": job.namespace,
         "name": job.name,
@@ -243,6 +257,9 @@ def status_document(status: JobStatus) -> dict[str, Any]:
         "missed": cursor.missed,
         "lastScheduled": format_time(from_ms(cursor.last_tick_ms)) if cursor.last_tick_ms else None,
         "nextScheduled": format_time(from_ms(nxt)) if nxt is not None else None,
+        "jitter": job.jitter.total_seconds() if job.jitter is not None else None,
+        # when the next tick fires: nextScheduled plus the job's fixed jitter offset
+        "nextDue": format_time(from_ms(nxt + stored.offset_ms)) if nxt is not None else None,
     }
     return doc
 
@@ -267,7 +284,7 @@ async def cmd_add(args: argparse.Namespace) -> int:
     job = job_from_args(args)
 
     async def action(store: JobStore) -> int:
-        stored = await store.add(job)
+        stored = await store.add(job, if_not_exists=args.if_not_exists)
         print(json.dumps(status_document(await store.get(job.namespace, stored.job.name))))
         return 0
 
@@ -318,8 +335,35 @@ async def cmd_list(args: argparse.Namespace) -> int:
     return await _with_store(args, action)
 
 
+def name_prefix_of(args: argparse.Namespace) -> str | None:
+    """The name prefix ``delete`` acts on, if any; also settles what ``--prefix`` meant.
+
+    ``--prefix`` is the pool's etcd key prefix in every command, and a key prefix starts with '/'; a job
+    name never contains one. So the issue's spelling ``delete --prefix job-`` is unambiguous: with no NAME
+    and no ``--name-prefix``, a ``--prefix`` without a leading '/' is the name prefix, and the key prefix
+    comes from ``ETCDCRON_PREFIX`` or the default. Every command line valid before means what it meant;
+    only one that was an error gains a meaning."""
+    if args.name is not None and args.name_prefix is not None:
+        raise ValidationError("name_prefix", "give NAME or --name-prefix, not both")
+    if args.name_prefix is not None:
+        return validate_name_prefix(args.name_prefix)
+    if args.name is not None:
+        return None
+    if not args.prefix.startswith("/"):
+        prefix, args.prefix = args.prefix, _env("PREFIX", DEFAULT_PREFIX)
+        return validate_name_prefix(prefix, "prefix")
+    raise ValidationError("name", "give the job's NAME, or --name-prefix P to delete every job named P...")
+
+
 async def cmd_delete(args: argparse.Namespace) -> int:
+    name_prefix = name_prefix_of(args)
+
     async def action(store: JobStore) -> int:
+        if name_prefix is not None:
+            count = await store.delete_prefix(args.namespace, name_prefix)
+            noun = "job" if count == 1 else "jobs"
+            print(f"deleted {count} {noun} of {args.namespace} whose name starts with {name_prefix!r}")
+            return 0
         if not await store.delete(args.namespace, args.name):
             raise JobNotFoundError(args.namespace, args.name)
         print(f"deleted {args.namespace}/{args.name}")

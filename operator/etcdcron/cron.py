@@ -82,9 +82,12 @@ class Cron:
             )
         return replace(job, namespace=self.namespace)
 
-    async def add_job(self, job: Job) -> JobStatus:
-        """Store a job (replacing one of the same name: the new version starts afresh)."""
-        stored = await self.store.add(self._own(job))
+    async def add_job(self, job: Job, *, if_not_exists: bool = False) -> JobStatus:
+        """Store a job (replacing one of the same name: the new version starts afresh).
+
+        ``if_not_exists``: keep a job of that name if there is one and raise ``JobExistsError`` (atomic: of
+        concurrent adds exactly one succeeds)."""
+        stored = await self.store.add(self._own(job), if_not_exists=if_not_exists)
         return await self.store.get(stored.job.namespace, stored.job.name)
 
     async def get_job(self, name: str) -> JobStatus:
@@ -124,3 +127,8 @@ class Cron:
 
     async def delete_job(self, name: str) -> bool:
         return await self.store.delete(self.namespace, name)
+
+    async def delete_prefix(self, name_prefix: str) -> int:
+        """Delete every job of this tenant whose name starts with ``name_prefix`` (``job-1`` matches
+        ``job-10``); returns how many. Never touches another tenant."""
+        return await self.store.delete_prefix(self.namespace, name_prefix)

@@ -18,6 +18,7 @@ from typing import Any
 from etcdcron.errors import EtcdCronError, ValidationError
 from etcdcron.firing import MANUAL, SCHEDULED, Cursor, HistoryEntry, InFlight, RunRequest
 from etcdcron.job import (
+    JITTER_MAX,
     NAME_MAX,
     NAMESPACE_MAX,
     PAYLOAD_MAX,
@@ -210,6 +211,7 @@ def _object(key: bytes, value: bytes) -> dict[str, Any]:
 
 
 _MISSING: Any = object()
+_JITTER_MAX_MS = JITTER_MAX // timedelta(milliseconds=1)
 
 
 def _get(doc: dict[str, Any], name: str, default: Any) -> Any:
@@ -309,6 +311,9 @@ def _stored_job(doc: dict[str, Any]) -> StoredJob:
     except ValueError:
         raise _Bad(f"catchUp: {catch_up_text!r} is not all, latest or none") from None
     max_runs = None if doc.get("maxRuns") is None else _int(doc, "maxRuns", lo=1)
+    jitter = None if doc.get("jitterMs") is None else _ms(doc, "jitterMs")
+    if jitter is not None and jitter > JITTER_MAX:
+        raise _Bad(f"jitterMs: must be at most {_JITTER_MAX_MS}, got {doc['jitterMs']}")
     job = Job.trusted(
         name=_str(doc, "name"),
         schedule=sys.intern(_str(doc, "schedule")),
@@ -323,5 +328,6 @@ def _stored_job(doc: dict[str, Any]) -> StoredJob:
         catch_up_deadline=_ms(doc, "catchUpDeadlineMs", 300_000, lo=1000),
         failure_policy=_failure_policy(doc),
         delivery=_delivery(doc),
+        jitter=jitter,
     )
     return StoredJob(job, _str(doc, "id"), _time(doc, "created"), _int(doc, "lease", 0, lo=0))

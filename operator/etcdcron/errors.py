@@ -27,3 +27,12 @@ class JobNotFoundError(EtcdCronError, LookupError):
         super().__init__(f"job {namespace}/{name} not found")
         self.namespace = namespace
         self.name = name
+
+
+class JobExistsError(EtcdCronError):
+    """``add(..., if_not_exists=True)`` found a job of that name already stored (nothing was written)."""
+
+    def __init__(self, namespace: str, name: str) -> None:
+        super().__init__(f"job {namespace}/{name} already exists")
+        self.namespace = namespace
+        self.name = name

@@ -1,6 +1,10 @@
 """Run state and firings as values, and the pure rule that decides which due ticks fire (catch-up policy).
 
 Times here are integer milliseconds since the Unix epoch: the timer queue compares millions of them.
+
+Jitter: a job's ticks stay *nominal* everywhere (cursor, ``Firing.scheduled``, ``Firing.key``, catch-up); a
+tick is *due* ``StoredJob.offset_ms`` after its nominal time, and only "is it due yet" and the moment the
+timer queue waits for (``next_tick_ms``, ``Plan.next_ms``) use the due time. Without jitter the two agree.
 """
 
 from __future__ import annotations
@@ -84,6 +88,13 @@ class Firing:
     attempt: int = 1
     payload_override: bytes | None = None
     redelivery: bool = False  # found unsettled after a crash or takeover: it may have been delivered before
+
+    @property
+    def due(self) -> datetime:
+        """When this tick fires: ``scheduled`` plus the job's jitter offset (equal without jitter, and for a
+        run-now firing, which is due when requested)."""
+        offset = self.job.offset_ms if self.kind != MANUAL else 0
+        return self.scheduled + timedelta(milliseconds=offset) if offset else self.scheduled
 
     @property
     def key(self) -> str:
@@ -191,7 +202,7 @@ class Plan:
     fire: tuple[int, ...]
     missed: int
     last_tick_ms: int | None
-    next_ms: int | None  # the next tick to wait for after this commit (None: the job is done)
+    next_ms: int | None  # when the next tick comes due, to wait for after this commit (None: job done)
 
 
 def first_after_ms(job: StoredJob, cursor: Cursor) -> int:
@@ -201,25 +212,35 @@ def first_after_ms(job: StoredJob, cursor: Cursor) -> int:
     return to_ms(job.anchor) - 1  # a cron tick at exactly the start time fires
 
 
-def next_tick_ms(schedule: Schedule, after_ms: int, job: StoredJob) -> int | None:
-    """The next tick after ``after_ms`` that the job may still fire (None past its TTL)."""
+def next_scheduled_ms(schedule: Schedule, after_ms: int, job: StoredJob) -> int | None:
+    """The next nominal tick after ``after_ms`` (nominal) that the job may still fire: None if there is none
+    that comes due before the job expires (its keys go with its TTL lease)."""
     nxt = schedule.next_after(from_ms(after_ms))
     if nxt is None:
         return None
     ms = to_ms(nxt)
     expires = job.expires_at
-    if expires is not None and ms >= to_ms(expires):
+    if expires is not None and ms + job.offset_ms >= to_ms(expires):
         return None
     return ms
 
 
+def next_tick_ms(schedule: Schedule, after_ms: int, job: StoredJob) -> int | None:
+    """When the next tick after ``after_ms`` (nominal) comes due: the moment the timer queue waits for."""
+    ms = next_scheduled_ms(schedule, after_ms, job)
+    return None if ms is None else ms + job.offset_ms
+
+
 def plan(job: StoredJob, schedule: Schedule, cursor: Cursor, now_ms: int) -> Plan:
-    """Decide which due ticks (``<= now_ms``) fire, by the job's catch-up policy.
+    """Decide which due ticks (due time ``<= now_ms``) fire, by the job's catch-up policy.
 
     ``all`` fires every due tick younger than the catch-up deadline and counts older ones missed; ``latest``
     fires the newest due tick; ``none`` fires a due tick only if it is on time (within the misfire threshold).
+    Jitter shifts the clock, not the ticks: the rule runs on nominal ticks as of ``now_ms - offset``.
     """
     spec = job.job
+    offset = job.offset_ms
+    now_ms -= offset
     after = first_after_ms(job, cursor)
     runs_left = None if spec.max_runs is None else spec.max_runs - cursor.runs
     if runs_left is not None and runs_left <= 0:
@@ -230,29 +251,29 @@ def plan(job: StoredJob, schedule: Schedule, cursor: Cursor, now_ms: int) -> Pla
     else:
         horizon = now_ms - MISFIRE_THRESHOLD_MS
     # Skip (and count) ticks older than the horizon without materialising them all.
-    tick = next_tick_ms(schedule, after, job)
+    tick = next_scheduled_ms(schedule, after, job)
     while tick is not None and tick < horizon:
         if spec.catch_up is CatchUp.LATEST:
-            following = next_tick_ms(schedule, tick, job)
+            following = next_scheduled_ms(schedule, tick, job)
             if following is None or following > now_ms:
                 break  # the newest due tick: ``latest`` fires it however late
         missed += 1
         after = tick
         if missed >= MAX_COUNTED_MISSES:
             after = max(after, horizon - 1)
-            tick = next_tick_ms(schedule, after, job)
+            tick = next_scheduled_ms(schedule, after, job)
             break
-        tick = next_tick_ms(schedule, tick, job)
+        tick = next_scheduled_ms(schedule, tick, job)
     fire: list[int] = []
     while tick is not None and tick <= now_ms and len(fire) < MAX_TICKS_PER_COMMIT:
         if runs_left is not None and len(fire) >= runs_left:
             break
         fire.append(tick)
         after = tick
-        tick = next_tick_ms(schedule, tick, job)
+        tick = next_scheduled_ms(schedule, tick, job)
     if spec.catch_up is CatchUp.LATEST and len(fire) > 1:
         missed += len(fire) - 1
         fire = fire[-1:]
     done = runs_left is not None and len(fire) >= runs_left
     last = after if (fire or missed) else cursor.last_tick_ms
-    return Plan(tuple(fire), missed, last, None if done else tick)
+    return Plan(tuple(fire), missed, last, None if done or tick is None else tick + offset)

@@ -6,14 +6,27 @@ Limits (stated once, enforced here):
 - ``namespace`` (the tenant): a DNS-1123 label: 1-63 characters of ``a-z``, ``0-9`` and ``-``, starting and
   ending with a letter or digit (a Kubernetes namespace is always valid).
 - ``type``: at most 253 printable characters; ``payload``: at most 256 KiB.
-- ``ttl`` at least 1 s; ``max_runs`` at least 1; ``start_at`` time-zone aware;
+- ``ttl`` (a ``timedelta``) at least 1 s; ``max_runs`` at least 1; ``start_at`` time-zone aware;
   ``failure_policy``: 0-100 retries, intervals 0-24 h; ``catch_up_deadline`` at least 1 s.
+- ``jitter`` (a ``timedelta``, millisecond resolution) 0-1 h, and at most the schedule's shortest interval
+  between two ticks: checked exactly for ``@every``, and on the next 16 ticks for a cron expression (which
+  catches every regular schedule, ``* * * * * *`` included). A larger jitter would only shift the job's
+  ticks further, never drop or double one, but it spreads no better and makes a firing come after the
+  next tick's nominal time.
+
+Jitter: each tick of a job is due ``offset`` after its nominal time, where ``offset`` is in ``[0, jitter)``
+and fixed per job (``jitter_offset_ms``: a hash of ``<namespace>/<name>``, like Jenkins' ``H``), so many
+jobs on one schedule spread over the window and each always fires at the same point in it. A firing's
+``scheduled`` time, its ``key``, the cursor and every catch-up rule use the nominal tick; only the moment
+the tick fires (``Firing.due``) moves. Time zones and DST apply to the nominal tick.
 """
 
 from __future__ import annotations
 
 import base64
 import functools
+import hashlib
+import itertools
 import json
 import re
 from dataclasses import dataclass, field
@@ -23,7 +36,7 @@ from typing import Any
 
 from etcdcron.errors import ValidationError
 from etcdcron.policy import Backoff, Delivery, FailurePolicy
-from etcdcron.schedule import Schedule, parse_schedule
+from etcdcron.schedule import EverySchedule, Schedule, parse_schedule
 
 NAME_MAX = 253
 NAMESPACE_MAX = 63
@@ -31,6 +44,8 @@ TYPE_MAX = 253
 PAYLOAD_MAX = 256 * 1024
 DEFAULT_NAMESPACE = "default"
 DEFAULT_CATCH_UP_DEADLINE = timedelta(minutes=5)
+JITTER_MAX = timedelta(hours=1)
+JITTER_SAMPLE_TICKS = 16
 
 _SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
 _LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
@@ -76,6 +91,43 @@ def validate_namespace(namespace: str, field_name: str = "namespace") -> str:
     )
 
 
+def jitter_offset_ms(namespace: str, name: str, jitter_ms: int) -> int:
+    """A job's fixed delay after each tick, in ``[0, jitter_ms)``: the same on every member and every run
+    (blake2b, not Python's salted ``hash``), independent of the job's partition hash (own personalisation)."""
+    if jitter_ms <= 0:
+        return 0
+    identity = f"{namespace}/{name}".encode()
+    digest = hashlib.blake2b(identity, digest_size=8, person=b"etcdcron-jitter").digest()
+    return int.from_bytes(digest, "big") % jitter_ms
+
+
+def _validate_jitter(jitter: timedelta, schedule: Schedule, start: datetime | None) -> None:
+    if not timedelta(0) <= jitter <= JITTER_MAX:
+        raise ValidationError("jitter", f"must be between 0 and 1h, got {jitter}")
+    if jitter % timedelta(milliseconds=1):
+        raise ValidationError("jitter", f"must be a whole number of milliseconds, got {jitter}")
+    if isinstance(schedule, EverySchedule):
+        shortest = schedule.interval
+    else:  # the next few ticks: cheap (the schedule's tick window is shared) and catches regular schedules
+        t = start if start is not None else datetime.now(UTC)
+        ticks: list[datetime] = []
+        while len(ticks) < JITTER_SAMPLE_TICKS:
+            nxt = schedule.next_after(t)
+            if nxt is None:
+                break
+            ticks.append(nxt)
+            t = nxt
+        gaps = [b - a for a, b in itertools.pairwise(ticks)]
+        if not gaps:
+            return
+        shortest = min(gaps)
+    if jitter > shortest:
+        raise ValidationError(
+            "jitter",
+            f"must be at most the schedule's shortest interval between ticks ({shortest}), got {jitter}",
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class Job:
     """A cron job as a user defines it. Constructing one validates every field."""
@@ -93,6 +145,7 @@ class Job:
     catch_up_deadline: timedelta = DEFAULT_CATCH_UP_DEADLINE
     failure_policy: FailurePolicy = field(default_factory=FailurePolicy)
     delivery: Delivery = Delivery.AT_LEAST_ONCE
+    jitter: timedelta | None = None  # spread: each tick fires a fixed offset in [0, jitter) after it
 
     def __post_init__(self) -> None:
         validate_name(self.name)
@@ -125,7 +178,9 @@ class Job:
             raise ValidationError("failure_policy", "must be a FailurePolicy")
         if self.catch_up_deadline < timedelta(seconds=1):
             raise ValidationError("catch_up_deadline", f"must be at least 1s, got {self.catch_up_deadline}")
-        parse_schedule(self.schedule, self.time_zone)  # raises ValidationError naming schedule/time_zone
+        schedule = parse_schedule(self.schedule, self.time_zone)  # raises naming schedule/time_zone
+        if self.jitter is not None:
+            _validate_jitter(self.jitter, schedule, self.start_at)
 
     @classmethod
     def trusted(cls, **fields: Any) -> Job:
@@ -145,6 +200,13 @@ class StoredJob:
     id: str  # fresh per version: a re-added job starts afresh
     created_at: datetime
     lease: int = 0  # the TTL lease the job's keys are bound to (0: no TTL)
+    # Each tick is due this long after its nominal time (jitter); computed once here, read on every tick.
+    offset_ms: int = field(default=0, init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        j = self.job
+        if j.jitter:
+            object.__setattr__(self, "offset_ms", jitter_offset_ms(j.namespace, j.name, _ms(j.jitter)))
 
     @property
     def anchor(self) -> datetime:
@@ -183,6 +245,8 @@ class StoredJob:
             doc["startAt"] = _iso(j.start_at)
         if j.max_runs is not None:
             doc["maxRuns"] = j.max_runs
+        if j.jitter is not None:
+            doc["jitterMs"] = _ms(j.jitter)
         return json.dumps(doc, separators=(",", ":")).encode()
 
 

@@ -16,15 +16,31 @@ from datetime import UTC, datetime
 
 from etcdcron import etcd
 from etcdcron.decode import BadEntryError, cursor_for, decode_history, decode_job
-from etcdcron.errors import JobNotFoundError, ValidationError
+from etcdcron.errors import EtcdUnavailableError, JobExistsError, JobNotFoundError, ValidationError
 from etcdcron.etcd import EtcdClient, KeyValue
 from etcdcron.firing import Cursor, HistoryEntry, RunRequest, to_ms
-from etcdcron.job import PAYLOAD_MAX, Job, StoredJob, validate_namespace
+from etcdcron.job import NAME_MAX, PAYLOAD_MAX, Job, StoredJob, validate_namespace
 from etcdcron.keys import JobRef, Keys, range_end
 
 TXN_MAX_OPS = 128  # etcd's default --max-txn-ops
 TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 """A run-now request token: it names a key, so it is kept short and plain."""
+_NAME_START = re.compile(r"[a-z0-9][-a-z0-9.]*")
+
+
+def validate_name_prefix(prefix: str, field_name: str = "name_prefix") -> str:
+    """A non-empty start of a job name (a DNS-1123 subdomain): what ``delete_prefix`` may match."""
+    if not prefix:
+        raise ValidationError(field_name, "must not be empty (it would match every job of the namespace)")
+    if len(prefix) > NAME_MAX:
+        raise ValidationError(field_name, f"must be at most {NAME_MAX} characters, got {len(prefix)}")
+    if not _NAME_START.fullmatch(prefix):
+        raise ValidationError(
+            field_name,
+            f"{prefix!r} does not start a job name (lowercase letters, digits, '-' and '.', "
+            "starting with a letter or digit)",
+        )
+    return prefix
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,11 +85,14 @@ class JobStore:
         now: datetime | None = None,
         progress: Cursor | None = None,
         keep_progress: bool = False,
+        if_not_exists: bool = False,
     ) -> StoredJob:
         """Store ``job``, replacing any job of the same name.
 
         The new version starts afresh unless ``progress`` gives its run state (runs, missed, last tick), or
         ``keep_progress`` carries the replaced version's over (an edit of a running job keeps its count).
+        With ``if_not_exists`` an existing job is left alone and ``JobExistsError`` raised: one transaction
+        that writes only while the spec key does not exist, so of two concurrent adds exactly one wins.
         """
         ref = self.keys.ref(job.namespace, job.name)
         job_key, cursor_key = self.keys.job(ref), self.keys.cursor(ref)
@@ -81,6 +100,9 @@ class JobStore:
         created = now.replace(microsecond=now.microsecond // 1000 * 1000)  # stored with ms precision
         lease = await self.client.grant(math.ceil(job.ttl.total_seconds())) if job.ttl else 0
         stored = StoredJob(job, uuid.uuid4().hex, created, lease)
+        if if_not_exists:
+            await self._create(stored, job_key, cursor_key, progress)
+            return stored
         created_ms = to_ms(created)
         while True:
             response = await self.client.txn([], [etcd.get(job_key), etcd.get(cursor_key)])
@@ -108,6 +130,38 @@ class JobStore:
         if previous is not None and previous.lease:
             await self.client.revoke(previous.lease)  # the old version's TTL no longer applies
         return stored
+
+    async def _create(
+        self, stored: StoredJob, job_key: bytes, cursor_key: bytes, progress: Cursor | None
+    ) -> None:
+        """Write a job only if its spec key does not exist. A cursor left without a spec (a deleted or
+        completed job) belongs to no version: it is replaced or removed in the same transaction."""
+        lease = stored.lease
+        cursor_op = (
+            etcd.put(
+                cursor_key,
+                Cursor(stored.id, progress.last_tick_ms, progress.runs, progress.missed).to_json(),
+                lease,
+            )
+            if progress is not None
+            else etcd.delete(cursor_key)
+        )
+        # An unanswered call raises with the lease kept: the job may be stored on it (its TTL ends it).
+        response = await self.client.txn(
+            [etcd.create_revision_is(job_key, 0)], [etcd.put(job_key, stored.to_json(), lease), cursor_op]
+        )
+        if not response.succeeded:
+            if lease:
+                await self._revoke(lease)  # granted for a job that was never written
+            raise JobExistsError(stored.job.namespace, stored.job.name)
+
+    async def _revoke(self, lease: int) -> None:
+        """Revoke a TTL lease; one already gone (expired, or revoked by a concurrent delete) is fine."""
+        try:
+            await self.client.revoke(lease)
+        except EtcdUnavailableError as e:
+            if "lease not found" not in str(e):
+                raise
 
     def _cursor_of(
         self, job_key: bytes, cursor_key: bytes, spec: KeyValue | None, cursor: KeyValue | None
@@ -243,6 +297,39 @@ class JobStore:
         for start in range(0, len(ops), step):
             response = await self.client.txn([], ops[start : start + step])
             deleted += sum(r.response_delete_range.deleted for r in response.responses[::5])
+        return deleted
+
+    async def delete_prefix(self, namespace: str, name_prefix: str) -> int:
+        """Delete every job of a tenant whose name starts with ``name_prefix``, with its run state and its
+        TTL lease; returns how many jobs were deleted.
+
+        One key range per partition (``P/jobs/<pppp>/<tenant>/<prefix>``: the tenant segment ends in '/', so
+        tenant ``t`` never touches ``t-1``), in transactions of up to 128 operations: each reads the matching
+        job keys (keys only: their leases) and deletes them and their cursors at one revision, so the leases
+        revoked are exactly those of the jobs deleted. A job added under the prefix meanwhile is deleted if
+        its partition's transaction comes after it (as with any delete racing an add)."""
+        validate_namespace(namespace)
+        validate_name_prefix(name_prefix)
+        ops = []
+        kinds = ("cursors", "inflight", "history", "requests")  # and what belongs to each job
+        for p in range(self.keys.partitions):
+            jobs = self.keys.jobs_of_tenant_in_partition(namespace, p) + name_prefix.encode()
+            read = etcd.get(jobs, range_end(jobs))
+            read.request_range.keys_only = True  # the leases, not the (up to 256 KiB) values
+            siblings = [self.keys.sibling(jobs, kind) for kind in kinds]
+            ops += [read, *(etcd.delete(k, range_end(k)) for k in (jobs, *siblings))]
+        width = 2 + len(kinds)
+        per_txn = TXN_MAX_OPS // width * width  # a partition's operations stay in one transaction
+        deleted = 0
+        leases: set[int] = set()
+        for start in range(0, len(ops), per_txn):
+            response = await self.client.txn([], ops[start : start + per_txn])
+            reads, deletes = response.responses[0::width], response.responses[1::width]
+            for read, jobs_deleted in zip(reads, deletes, strict=True):
+                leases.update(kv.lease for kv in read.response_range.kvs if kv.lease)
+                deleted += jobs_deleted.response_delete_range.deleted
+        for lease in sorted(leases):
+            await self._revoke(lease)
         return deleted
 
     async def read_partition(self, partition: int) -> PartitionSnapshot:

@@ -7,10 +7,11 @@ import os
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from etcdcron.job import jitter_offset_ms
 from etcdcron.keys import Keys
 from etcdcron.localetcd import free_port
 from eventually import eventually
@@ -195,3 +196,105 @@ def test_dev_runs_the_embedded_demo():
     assert len(firings) >= 2
     ticks = [f["scheduled"] for f in firings]
     assert len(ticks) == len(set(ticks))
+
+
+def test_add_if_not_exists_reports_an_existing_job_in_one_line_and_exits_1(etcd_endpoint, prefix):
+    run = lambda *a: etcdcron(*a, endpoint=etcd_endpoint, prefix=prefix)  # noqa: E731
+    first = run("add", "once", "--schedule", "@daily", "--payload", "v1", "--if-not-exists")
+    assert first.returncode == 0, first.stderr
+    again = run("add", "once", "--schedule", "@hourly", "--payload", "v2", "--if-not-exists")
+    assert again.returncode == 1
+    assert again.stderr.strip() == "etcdcron: error: job default/once already exists"
+    assert again.stdout == ""
+    assert json.loads(run("get", "once").stdout)["payload"] == "v1"
+    assert run("add", "once", "--schedule", "@hourly", "--payload", "v3").returncode == 0  # replaces
+    assert json.loads(run("get", "once").stdout)["payload"] == "v3"
+
+
+def test_add_takes_iso_8601_durations_and_an_expiry_instant(etcd_endpoint, prefix):
+    run = lambda *a: etcdcron(*a, endpoint=etcd_endpoint, prefix=prefix)  # noqa: E731
+    before = datetime.now(UTC)
+    iso = run("add", "iso", "--schedule", "@daily", "--ttl", "P1DT2H", "--delay", "PT90S")
+    assert iso.returncode == 0, iso.stderr
+    doc = json.loads(iso.stdout)
+    assert doc["ttl"] == 26 * 3600
+    start = datetime.fromisoformat(doc["startAt"].replace("Z", "+00:00"))
+    assert 89 <= (start - before).total_seconds() <= 90 + 30  # 30 s of slack for a loaded machine
+    expiry = (before.replace(microsecond=0) + timedelta(hours=2)).isoformat().replace("+00:00", "Z")
+    until = run("add", "until", "--schedule", "@hourly", "--ttl", expiry)
+    assert until.returncode == 0, until.stderr
+    doc = json.loads(until.stdout)
+    expires = datetime.fromisoformat(doc["expiresAt"].replace("Z", "+00:00"))
+    assert abs((expires - datetime.fromisoformat(expiry.replace("Z", "+00:00"))).total_seconds()) < 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--ttl", "P1M"], "--ttl: 'P1M': months have no fixed length"),
+        (["--ttl", "2020-01-01T00:00:00Z"], "--ttl: '2020-01-01T00:00:00Z' is not in the future"),
+        (["--ttl", "2999-01-01T00:00:00"], "--ttl: '2999-01-01T00:00:00' needs a UTC offset or Z"),
+        (["--delay", "P1Y"], "--delay: 'P1Y': years have no fixed length"),
+        (["--start-at", "2026-12-01T09:00:00"], "--start-at: '2026-12-01T09:00:00' needs a UTC offset or Z"),
+    ],
+)
+def test_bad_times_exit_2_naming_the_flag(args, message, etcd_endpoint, prefix):
+    result = etcdcron("add", "x", "--schedule", "@daily", *args, endpoint=etcd_endpoint, prefix=prefix)
+    assert result.returncode == 2, result
+    assert result.stderr.strip().startswith(f"etcdcron: error: {message}"), result.stderr
+
+
+def test_delete_by_name_prefix_prints_how_many(etcd_endpoint, prefix):
+    run = lambda *a: etcdcron(*a, endpoint=etcd_endpoint, prefix=prefix)  # noqa: E731
+    for name in ("job-1", "job-10", "job-2"):
+        assert run("add", name, "--schedule", "@daily").returncode == 0
+    assert run("add", "job-1", "--schedule", "@daily", "--namespace", "other").returncode == 0
+    deleted = run("delete", "--name-prefix", "job-1")
+    assert deleted.returncode == 0, deleted.stderr
+    assert deleted.stdout.strip() == "deleted 2 jobs of default whose name starts with 'job-1'"
+    assert [d["name"] for d in json.loads(run("list", "-o", "json").stdout)] == ["job-2"]
+    # The issue's spelling: a --prefix that is no key prefix (no leading '/') is the name prefix; the key
+    # prefix then comes from ETCDCRON_PREFIX (set by run()) or the default.
+    issue = run("delete", "--prefix", "job-")
+    assert issue.returncode == 0, issue.stderr
+    assert issue.stdout.strip() == "deleted 1 job of default whose name starts with 'job-'"
+    assert json.loads(run("list", "-o", "json").stdout) == []
+    assert [d["name"] for d in json.loads(run("list", "-n", "other", "-o", "json").stdout)] == ["job-1"]
+    none = run("delete", "--name-prefix", "job-", "--prefix", prefix)  # --prefix with '/': the key prefix
+    assert none.returncode == 0 and none.stdout.startswith("deleted 0 jobs"), none
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["delete", "x", "--name-prefix", "x"], "--name-prefix: give NAME or --name-prefix, not both"),
+        (["delete"], "NAME: give the job's NAME, or --name-prefix P to delete every job named P..."),
+        (["delete", "--name-prefix", "Bad"], "--name-prefix: 'Bad' does not start a job name"),
+        (["delete", "--prefix", "Bad"], "--prefix: 'Bad' does not start a job name"),
+        (["delete", "--name-prefix", ""], "--name-prefix: must not be empty"),
+    ],
+)
+def test_delete_by_name_prefix_bad_input_exits_2(args, message, etcd_endpoint, prefix):
+    result = etcdcron(*args, endpoint=etcd_endpoint, prefix=prefix)
+    assert result.returncode == 2, result
+    assert result.stderr.strip().startswith(f"etcdcron: error: {message}"), result.stderr
+
+
+def test_add_with_jitter_shows_it_and_the_next_due_time(etcd_endpoint, prefix):
+    run = lambda *a: etcdcron(*a, endpoint=etcd_endpoint, prefix=prefix)  # noqa: E731
+    added = run("add", "spread", "--schedule", "0 * * * * *", "--jitter", "PT30S")
+    assert added.returncode == 0, added.stderr
+    doc = json.loads(run("get", "spread").stdout)
+    assert doc["jitter"] == 30.0
+    nominal = datetime.fromisoformat(doc["nextScheduled"].replace("Z", "+00:00"))
+    due = datetime.fromisoformat(doc["nextDue"].replace("Z", "+00:00"))
+    assert nominal.second == 0 and (due - nominal) == timedelta(
+        milliseconds=jitter_offset_ms("default", "spread", 30_000)
+    )
+    plain = json.loads(run("add", "plain", "--schedule", "@daily").stdout)
+    assert plain["jitter"] is None and plain["nextDue"] == plain["nextScheduled"]
+    too_wide = run("add", "x", "--schedule", "* * * * * *", "--jitter", "2s")
+    assert too_wide.returncode == 2
+    assert too_wide.stderr.startswith(
+        "etcdcron: error: --jitter: must be at most the schedule's shortest interval"
+    )

@@ -171,10 +171,10 @@ class FireLoop:
             self.timers.push(retry_at, job)
 
     def deliver(self, handoffs: list[Handoff]) -> None:
-        """Hand landed firings to the deliveries, one group per tick, each held until its tick."""
+        """Hand landed firings to the deliveries, one group per tick, each held until its tick is due."""
         by_tick: dict[datetime, list[Handoff]] = {}
         for handoff in handoffs:
-            by_tick.setdefault(handoff.firing.scheduled, []).append(handoff)
+            by_tick.setdefault(handoff.firing.due, []).append(handoff)  # the tick plus the job's jitter
         for tick, group in by_tick.items():
             self.deliveries.start(group, to_ms(tick))
 
