@@ -262,14 +262,22 @@ class JobStore:
         return await self.request_run(namespace, name, token, payload)  # the job changed: ask again
 
     async def history(self, namespace: str, name: str) -> builtins.list[HistoryEntry]:
-        """The job's settled firings, oldest first (empty when none, or kept for an earlier version)."""
-        status = await self.get(namespace, name)
+        """The job's settled firings, oldest first. Kept after the job completes (its last version's);
+        empty for a job re-added since (a new version starts a new history)."""
+        validate_namespace(namespace)
         ref = self.keys.ref(namespace, name)
-        kv = await self.client.get(self.keys.history(ref))
-        if kv is None:
+        response = await self.client.txn([], [etcd.get(self.keys.history(ref)), etcd.get(self.keys.job(ref))])
+        histories, specs = (r.response_range.kvs for r in response.responses)
+        if not histories:
+            if not specs:
+                raise JobNotFoundError(namespace, name)
             return []
-        job_id, entries = decode_history(kv.key, kv.value)
-        return entries if job_id == status.stored.id else []
+        job_id, entries = decode_history(histories[0].key, histories[0].value)
+        if specs:
+            _, stored = decode_job(self.keys, specs[0].key, specs[0].value)
+            if stored.id != job_id:
+                return []
+        return entries
 
     def _delete_ops(self, ref: JobRef) -> builtins.list[etcd.RequestOp]:
         """A job and everything that belongs to it: run state, unsettled firings, history, requests."""

@@ -28,7 +28,7 @@ from etcdcron import etcd, metrics
 from etcdcron.decode import BadEntryError, decode_cursor
 from etcdcron.errors import EtcdUnavailableError
 from etcdcron.etcd import EtcdClient
-from etcdcron.firing import Cursor, Firing, InFlight, from_ms, plan, to_ms
+from etcdcron.firing import Cursor, Firing, from_ms, plan, to_ms
 from etcdcron.keys import Keys
 from etcdcron.policy import Delivery
 from etcdcron.pool.commit import (
@@ -39,6 +39,7 @@ from etcdcron.pool.commit import (
     StoredCursor,
     build_commit,
     chunk_by_partition,
+    inflight_records,
     pending_commit,
     resolve_refused,
 )
@@ -182,8 +183,8 @@ class FireLoop:
         """The commit is in etcd: move the cursor, schedule the next tick; returns the firings to deliver."""
         pending = job.pending
         assert pending is not None
+        records = inflight_records(job, self.keys)  # as the commit wrote them (at-least-once)
         job.pending = None
-        first_run = job.cursor.runs + 1
         job.cursor, job.cursor_revision = pending.cursor, revision
         spec = job.stored.job
         if pending.plan.missed:
@@ -197,14 +198,12 @@ class FireLoop:
             )
         ticks = pending.plan.fire
         stored = spec.delivery is Delivery.AT_LEAST_ONCE  # the commit wrote the in-flight records
-        prefix = self.keys.sibling(job.spec_key, "inflight") + b"/"
         handoffs = []
-        for i, tick in enumerate(ticks):
+        for i, (key, record) in enumerate(records):
             last = pending.final and i == len(ticks) - 1
             # ``fired`` is stamped when the firing is handed to the trigger
-            firing = Firing(job.stored, from_ms(tick), from_ms(tick), first_run + i, self.member_id, last)
-            record = InFlight(job.stored.id, tick, first_run + i)
-            key = prefix + record.tag.encode()
+            tick = from_ms(record.tick_ms)
+            firing = Firing(job.stored, tick, tick, record.run, self.member_id, last)
             handoffs.append(Handoff(firing, job.partition, job.spec_key, key, record, stored))
         if pending.final:
             self.table.finish(job)

@@ -1,0 +1,200 @@
+"""Delivery modes, acknowledgement, failure policy, parking, run-now and history, on real etcd and real
+member processes (killed with SIGKILL where the guarantee is about crashes)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from etcdcron import Cron, Delivery, FailurePolicy, Firing, Job, TriggerResult
+from etcdcron.decode import decode_inflight
+from etcdcron.errors import JobNotFoundError
+from etcdcron.etcd import EtcdClient
+from etcdcron.keys import Keys, range_end
+from eventually import eventually, eventually_async
+
+SCRIPT = Path(__file__).with_name("scripted_member.py")
+
+
+def scripted(endpoint: str, prefix: str, member_id: str, mode: str, record: Path) -> subprocess.Popen[str]:
+    member = subprocess.Popen(
+        [sys.executable, str(SCRIPT), "--endpoint", endpoint, "--prefix", prefix, "--member-id", member_id,
+         "--mode", mode, "--record", str(record)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    assert member.stdout is not None and member.stdout.readline().strip() == "ready"
+    return member
+
+
+def attempts(record: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in record.read_text().splitlines()] if record.exists() else []
+
+
+async def unsettled(endpoint: str, prefix: str) -> list[Any]:
+    keys = Keys(prefix)
+    root = f"{prefix}/inflight/".encode()
+    async with EtcdClient([endpoint]) as client:
+        response = await client.range(root, range_end(root))
+    return (
+        [decode_inflight(kv.key, kv.value) for kv in response.kvs if kv.key.startswith(root)] if keys else []
+    )
+
+
+@pytest.mark.parametrize("delivery", list(Delivery), ids=[d.value for d in Delivery])
+async def test_kill_9_between_commit_and_acknowledgement(etcd_endpoint, prefix, tmp_path, delivery):
+    """At-least-once: the firing is re-delivered exactly once more, with the same key. At-most-once: never."""
+    record = tmp_path / "attempts.jsonl"
+    crashing = scripted(etcd_endpoint, prefix, "a", "hang", record)
+    try:
+        async with Cron(endpoints=[etcd_endpoint], prefix=prefix) as admin:
+            await admin.add_job(Job(name="once", schedule="* * * * * *", max_runs=1, delivery=delivery))
+        eventually(lambda: attempts(record), 20, "the first delivery")
+        crashing.kill()
+        crashing.wait()
+    finally:
+        crashing.kill()
+    taking_over = scripted(etcd_endpoint, prefix, "b", "ok", record)
+    try:
+        if delivery is Delivery.AT_LEAST_ONCE:
+            eventually(lambda: len(attempts(record)) >= 2, 30, "the re-delivery")
+            await eventually_async(lambda: _none(unsettled(etcd_endpoint, prefix)), 20, "the acknowledgement")
+            first, again = attempts(record)
+            assert (first["member"], again["member"]) == ("a", "b")
+            assert again["key"] == first["key"] and again["redelivery"] and not first["redelivery"]
+        else:
+            await asyncio.sleep(4)  # b owns every partition by now: it must deliver nothing
+            assert len(attempts(record)) == 1
+            assert await unsettled(etcd_endpoint, prefix) == []
+    finally:
+        taking_over.terminate()
+        taking_over.wait(30)
+    assert len(attempts(record)) == (2 if delivery is Delivery.AT_LEAST_ONCE else 1)
+
+
+async def _none(pending: Any) -> bool:
+    return not await pending
+
+
+async def test_retries_continue_after_a_takeover(etcd_endpoint, prefix, tmp_path):
+    record = tmp_path / "attempts.jsonl"
+    failing = scripted(etcd_endpoint, prefix, "a", "fail", record)
+    policy = FailurePolicy.constant(timedelta(seconds=3), 5)
+    try:
+        async with Cron(endpoints=[etcd_endpoint], prefix=prefix) as admin:
+            await admin.add_job(Job(name="flaky", schedule="* * * * * *", max_runs=1, failure_policy=policy))
+
+        async def retry_recorded() -> bool:
+            return any(r.attempts >= 1 and r.next_attempt_ms for r in await unsettled(etcd_endpoint, prefix))
+
+        await eventually_async(retry_recorded, 20, "the retry state in etcd")
+        failing.kill()
+        failing.wait()
+    finally:
+        failing.kill()
+    before = len(attempts(record))
+    healthy = scripted(etcd_endpoint, prefix, "b", "ok", record)
+    try:
+        eventually(lambda: len(attempts(record)) > before, 30, "the retry by the new owner")
+        await eventually_async(lambda: _none(unsettled(etcd_endpoint, prefix)), 20, "the acknowledgement")
+        async with Cron(endpoints=[etcd_endpoint], prefix=prefix) as admin:
+            history = await admin.history("flaky")
+    finally:
+        healthy.terminate()
+        healthy.wait(30)
+    retried = attempts(record)[before]
+    assert retried["member"] == "b" and retried["attempt"] == before + 1 and retried["redelivery"]
+    assert [(h.result, h.attempts, h.member) for h in history][-1] == ("success", before + 1, "b")
+
+
+class Recorder:
+    def __init__(self, answers: list[TriggerResult | None]) -> None:
+        self.answers = answers
+        self.firings: list[Firing] = []
+
+    async def __call__(self, firing: Firing) -> TriggerResult | None:
+        self.firings.append(firing)
+        return self.answers.pop(0) if self.answers else None
+
+
+async def test_drop_reports_once_and_records_the_failure(etcd_endpoint, prefix):
+    errors: list[Exception] = []
+    trigger = Recorder([TriggerResult.FAILED] * 10)
+    async with Cron(
+        endpoints=[etcd_endpoint], prefix=prefix, trigger=trigger, member_id="m", lease_ttl=2,
+        on_error=lambda job, e: errors.append(e),
+    ) as cron:  # fmt: skip
+        assert cron.member is not None
+        await cron.member.wait_settled(20)
+        await cron.add_job(
+            Job(name="d", schedule="* * * * * *", max_runs=1, failure_policy=FailurePolicy.drop())
+        )
+        await eventually_async(lambda: _history_results(cron, "d"), 20, "the failure in the history")
+        assert len(trigger.firings) == 1 and len(errors) == 1
+        assert [(h.result, h.attempts) for h in await cron.history("d")] == [("failed", 1)]
+
+
+async def _parked(endpoint: str, prefix: str) -> bool:
+    return [r.parked for r in await unsettled(endpoint, prefix)] == [True]
+
+
+async def _history_results(cron: Cron, name: str) -> list[str]:
+    try:
+        return [h.result for h in await cron.history(name)]
+    except JobNotFoundError:  # completed, its history not written yet
+        return []
+
+
+async def test_an_undeliverable_firing_is_parked_until_a_consumer_registers(etcd_endpoint, prefix):
+    trigger = Recorder([TriggerResult.UNDELIVERABLE])
+    async with Cron(
+        endpoints=[etcd_endpoint], prefix=prefix, trigger=trigger, member_id="m", lease_ttl=2
+    ) as cron:
+        assert cron.member is not None
+        await cron.member.wait_settled(20)
+        await cron.add_job(Job(name="u", schedule="* * * * * *", max_runs=1))
+        await eventually_async(lambda: _parked(etcd_endpoint, prefix), 20, "the parked record")
+        assert cron.deliverable("other/") == 0
+        assert cron.deliverable("default/u") == 1
+        await eventually_async(lambda: _none(unsettled(etcd_endpoint, prefix)), 20, "the delivery")
+        assert len(trigger.firings) == 2 and trigger.firings[0].key == trigger.firings[1].key
+        assert [h.result for h in await cron.history("u")] == ["undeliverable", "success"]
+
+
+async def test_run_now_fires_once_per_token_even_when_asked_twice_at_once(etcd_endpoint, prefix, tmp_path):
+    trigger = Recorder([])
+    async with Cron(
+        endpoints=[etcd_endpoint], prefix=prefix, trigger=trigger, member_id="m", lease_ttl=2
+    ) as cron:
+        assert cron.member is not None
+        await cron.member.wait_settled(20)
+        await cron.add_job(Job(name="r", schedule="@yearly", payload=b"job"))
+        tokens = await asyncio.gather(
+            cron.trigger_job("r", token="t-1", payload=b"now"),
+            cron.trigger_job("r", token="t-1", payload=b"now"),
+        )
+        assert tokens == ["t-1", "t-1"]
+        await eventually_async(lambda: trigger.firings, 20, "the run-now firing")
+        await cron.trigger_job("r", token="t-1")  # a third time, after it ran
+        await cron.trigger_job("r", token="t-2")
+        await eventually_async(lambda: len(trigger.firings) >= 2, 20, "the second token's firing")
+        await eventually_async(lambda: _none(unsettled(etcd_endpoint, prefix)), 20, "the acknowledgements")
+        history = await cron.history("r")
+    assert [(f.kind, f.token, f.payload, f.run) for f in trigger.firings] == [
+        ("manual", "t-1", b"now", 0),
+        ("manual", "t-2", b"job", 0),
+    ]
+    assert trigger.firings[0].key.endswith("/manual/t-1")
+    assert [(h.kind, h.result) for h in history] == [("manual", "success")] * 2
+    assert (await cron_status(etcd_endpoint, prefix, "r")) == 0  # not counted as runs
+
+
+async def cron_status(endpoint: str, prefix: str, name: str) -> int:
+    async with Cron(endpoints=[endpoint], prefix=prefix) as admin:
+        return (await admin.get_job(name)).cursor.runs
