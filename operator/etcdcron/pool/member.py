@@ -261,11 +261,14 @@ class Member:
         """Before a partition is released (another member should own it): let its commits in flight land
         and its deliveries settle, and write their acknowledgements, so the new owner re-delivers nothing
         that was delivered here. Bounded: what is still running then is the new owner's to re-deliver."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + HANDOVER_SECONDS
-        await self.fire_loop.quiesce(p, HANDOVER_SECONDS)
-        await self.deliveries.quiesce(p, max(deadline - loop.time(), 0))
-        await self.settlements.flush({p: fence})
+
+        async def settled() -> None:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + HANDOVER_SECONDS
+            await self.fire_loop.quiesce(p, HANDOVER_SECONDS)
+            await self.deliveries.quiesce(p, max(deadline - loop.time(), 0))
+
+        await self.settlements.hand_over(p, fence, settled)
 
     def deliverable(self, *prefixes: str) -> int:
         """A consumer for these ``<namespace>/<name>`` prefixes is ready: deliver what was parked for them."""

@@ -7,8 +7,9 @@ there, and the new owner re-delivers what was never acknowledged (at-least-once)
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from etcdcron import etcd, metrics
@@ -44,6 +45,9 @@ class Settlements:
         self.histories: dict[bytes, JobHistory] = {}  # spec key -> history, for owned partitions
         self._ops: dict[int, dict[bytes, RequestOp]] = {}  # partition -> key -> its latest write
         self._in_transit: set[bytes] = set()  # keys of writes on their way to etcd
+        self._transit_by_partition: collections.Counter[int] = collections.Counter()
+        self._handing_over: dict[int, int] = {}  # partitions being released -> their fence
+        self._sent = asyncio.Event()
         self._written: dict[bytes, int] = {}  # key -> revision at which our last write of it landed
         self._wake = asyncio.Event()
         self.idle = asyncio.Event()
@@ -74,6 +78,19 @@ class Settlements:
         for spec_key in [k for k in self.histories if k.startswith(partition_prefix)]:
             del self.histories[spec_key]
 
+    async def hand_over(self, partition: int, fence: int, settled: Callable[[], Awaitable[None]]) -> None:
+        """Write everything of a partition being released, under its fence, once ``settled`` returns (its
+        deliveries are over): what is queued, and what another flush has on its way."""
+        self._handing_over[partition] = fence
+        try:
+            await settled()
+            await self.flush({partition: fence})
+            while self._transit_by_partition[partition] > 0:
+                self._sent.clear()
+                await self._sent.wait()
+        finally:
+            del self._handing_over[partition]
+
     def settling(self, partition: int, key: bytes, revision: int) -> bool:
         """A write of ``key`` is queued, on its way, or landed after ``revision`` (a snapshot's): a reload
         must not act on what that snapshot still shows of it."""
@@ -99,7 +116,7 @@ class Settlements:
         """Write everything queued (``only``: just these partitions, under these fences); False if etcd
         could not be reached (what failed is queued again)."""
         if only is None:
-            pending, self._ops, fences = self._ops, {}, self.fences()
+            pending, self._ops, fences = self._ops, {}, {**self._handing_over, **self.fences()}
         else:
             pending = {p: self._ops.pop(p) for p in only if p in self._ops}
             fences = only
@@ -118,7 +135,9 @@ class Settlements:
         if ops:
             batches.append((compares, ops))
         sending = {key for _, batch in batches for _, key, _ in batch}
+        partitions = [p for _, batch in batches for p, _, _ in batch]
         self._in_transit |= sending
+        self._transit_by_partition.update(partitions)
         try:
             results = await asyncio.gather(*(self._send(c, o) for c, o in batches))
         except asyncio.CancelledError:  # stopping: keep what may not have been written for the last flush
@@ -126,6 +145,8 @@ class Settlements:
             raise
         finally:
             self._in_transit -= sending
+            self._transit_by_partition.subtract(partitions)
+            self._sent.set()
         if not self._ops:
             self.idle.set()
         return all(results)
