@@ -36,6 +36,7 @@ from etcdcron.etcd import EtcdClient
 from etcdcron.job import Job, StoredJob
 from etcdcron.keys import Keys, range_end
 from etcdcron.localetcd import LocalEtcd
+from etcdcron.policy import Delivery
 
 REPO = Path(__file__).resolve().parent.parent
 PY_SPY = os.environ.get("PY_SPY", shutil.which("py-spy") or "/tmp/benchtools/bin/py-spy")
@@ -323,6 +324,7 @@ class JobShape:
 
     kind: str
     distinct: int = 60 * 24 * len(TIME_ZONES)
+    delivery: str = "at-least-once"  # or at-most-once: the delivery mode of every job
 
     def spec(self, i: int) -> tuple[str, str, str, str]:
         """(namespace, name, schedule, time zone) of job i."""
@@ -344,15 +346,18 @@ class SpecWriter:
     and id is a template, filled in ~2 µs. ``verify`` checks the template against the real thing.
     """
 
-    def __init__(self, created: datetime) -> None:
+    def __init__(self, created: datetime, delivery: str = "at-least-once") -> None:
         self.created = created
+        self.delivery = Delivery(delivery)
         self._templates: dict[tuple[str, str, str], tuple[str, str, str]] = {}
 
     def _template(self, ns: str, schedule: str, zone: str) -> tuple[str, str, str]:
         key = (ns, schedule, zone)
         t = self._templates.get(key)
         if t is None:
-            job = Job(name=_NAME_MARK, schedule=schedule, namespace=ns, time_zone=zone)
+            job = Job(
+                name=_NAME_MARK, schedule=schedule, namespace=ns, time_zone=zone, delivery=self.delivery
+            )
             text = StoredJob(job, _ID_MARK, self.created).to_json().decode()
             head, rest = text.split(f'"{_ID_MARK}"')
             mid, tail = rest.split(f'"{_NAME_MARK}"')
@@ -365,7 +370,9 @@ class SpecWriter:
 
     def verify(self, ns: str, name: str, schedule: str, zone: str, job_id: str) -> None:
         real = StoredJob(
-            Job(name=name, schedule=schedule, namespace=ns, time_zone=zone), job_id, self.created
+            Job(name=name, schedule=schedule, namespace=ns, time_zone=zone, delivery=self.delivery),
+            job_id,
+            self.created,
         )
         if real.to_json() != self.value(ns, name, schedule, zone, job_id):
             raise AssertionError(f"template differs from StoredJob.to_json() for {ns}/{name}")
@@ -382,7 +389,7 @@ async def _write_range(
     inflight: int,
 ) -> tuple[int, int]:
     keys = Keys(prefix)
-    writer = SpecWriter(created)
+    writer = SpecWriter(created, shape.delivery)
     written = nbytes = 0
     sem = asyncio.Semaphore(inflight)
     async with EtcdClient([endpoint], timeout=120) as client:

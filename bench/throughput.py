@@ -254,7 +254,7 @@ def sleep_until_ms(t_ms: int) -> None:
 
 def run_n(etcd: h.BenchEtcd, n: int, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     prefix = f"/bench-tput-{n}-{os.getpid()}"
-    write_s, _ = h.bulk_write(etcd.endpoint, prefix, h.JobShape("every-second"), n)
+    write_s, _ = h.bulk_write(etcd.endpoint, prefix, h.JobShape("every-second", delivery=args.delivery), n)
     h.log(f"N={n}: wrote {n} jobs in {write_s:.2f}s; starting {args.members} members")
     members: list[h.MemberProc] = []
     readers: list[Reader] = []
@@ -438,6 +438,9 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--jobs", default="200,500,1000,2000,4000", help="comma-separated job counts")
     p.add_argument("--members", type=int, default=3)
+    p.add_argument(
+        "--delivery", default="at-least-once", choices=["at-least-once", "at-most-once"], help="of every job"
+    )
     p.add_argument("--window", type=float, default=15.0, help="measured seconds")
     p.add_argument("--warmup", type=float, default=3.0, help="seconds between settled and the window")
     p.add_argument("--grace", type=float, default=3.0, help="seconds past the window to collect late ticks")
