@@ -54,6 +54,9 @@ FLAG_OF_FIELD = {
     "delivery": "--delivery",
     "failure_policy": "--failure-policy",
     "token": "--token",
+    "from": "--from",
+    "to": "--to",
+    "rate": "--rate",
     "member_id": "--member-id",
     "timeout": "--timeout",
     "name_prefix": "--name-prefix",
@@ -166,6 +169,14 @@ def build_parser() -> argparse.ArgumentParser:
     trig.add_argument("name")
     trig.add_argument("--payload", help="this firing's payload (default: the job's)")
     trig.add_argument("--token", default="", help="idempotency token (default: a new random one)")
+
+    back = sub.add_parser("backfill", help="fire every tick of the schedule in a range once")
+    common(back)
+    tenant(back)
+    back.add_argument("name")
+    back.add_argument("--from", dest="start", required=True, help="RFC 3339 (inclusive)")
+    back.add_argument("--to", dest="end", required=True, help="RFC 3339 (inclusive)")
+    back.add_argument("--rate", type=float, default=10.0, help="ticks a second (default %(default)s)")
 
     hist = sub.add_parser("history", help="the job's last firings and their results")
     common(hist)
@@ -478,6 +489,23 @@ async def cmd_trigger(args: argparse.Namespace) -> int:
     return await _with_store(args, action)
 
 
+async def cmd_backfill(args: argparse.Namespace) -> int:
+    start, end = parse_instant(args.start, "from"), parse_instant(args.end, "to")
+
+    async def action(store: JobStore) -> int:
+        made = await store.request_backfill(args.namespace, args.name, start, end, args.rate)
+        doc = {
+            "namespace": args.namespace,
+            "name": args.name,
+            "from": format_time(start),
+            "to": format_time(end),
+        }
+        print(json.dumps({**doc, "new": made}))
+        return 0
+
+    return await _with_store(args, action)
+
+
 async def cmd_history(args: argparse.Namespace) -> int:
     async def action(store: JobStore) -> int:
         docs = [entry.document() for entry in await store.history(args.namespace, args.name)]
@@ -502,6 +530,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, int]]] = 
     "delete": cmd_delete,
     "trigger": cmd_trigger,
     "history": cmd_history,
+    "backfill": cmd_backfill,
     "dev": cmd_dev,
     "operator": cmd_operator,
 }

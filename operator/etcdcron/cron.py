@@ -14,6 +14,7 @@ import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import replace
+from datetime import datetime
 
 from etcdcron.dispatch import ErrorHandler, Trigger, call_handler
 from etcdcron.errors import ValidationError
@@ -110,6 +111,11 @@ class Cron:
         token = token or uuid.uuid4().hex
         await self.store.request_run(self.namespace, name, token, payload)
         return token
+
+    async def backfill(self, name: str, start: datetime, end: datetime, rate: float = 10.0) -> bool:
+        """Fire every tick of the job's schedule in ``[start, end]`` once (not counted as runs), ``rate``
+        ticks a second; the same range asked again is the same backfill (False)."""
+        return await self.store.request_backfill(self.namespace, name, start, end, rate)
 
     async def history(self, name: str) -> list[HistoryEntry]:
         """The job's last settled firings, oldest first."""

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from etcdcron.errors import EtcdCronError, ValidationError
-from etcdcron.firing import MANUAL, SCHEDULED, Cursor, HistoryEntry, InFlight, RunRequest
+from etcdcron.firing import BACKFILL, MANUAL, SCHEDULED, Cursor, HistoryEntry, InFlight, RunRequest
 from etcdcron.job import (
     JITTER_MAX,
     NAME_MAX,
@@ -124,8 +124,8 @@ def decode_inflight(key: bytes, value: bytes) -> InFlight:
     doc = _object(key, value)
     try:
         kind = _str(doc, "kind", SCHEDULED)
-        if kind not in (SCHEDULED, MANUAL):
-            raise _Bad(f"kind: {kind!r} is not scheduled or manual")
+        if kind not in (SCHEDULED, MANUAL, BACKFILL):
+            raise _Bad(f"kind: {kind!r} is not scheduled, manual or backfill")
         payload = doc.get("payload")
         spec = doc.get("spec")
         return InFlight(
@@ -148,12 +148,23 @@ def decode_request(key: bytes, value: bytes) -> RunRequest:
     doc = _object(key, value)
     try:
         payload = doc.get("payload")
+        kind = _str(doc, "kind", MANUAL)
+        if kind not in (MANUAL, BACKFILL):
+            raise _Bad(f"kind: {kind!r} is not manual or backfill")
+        rate = doc.get("rate", 0.0)
+        if isinstance(rate, bool) or not isinstance(rate, int | float) or rate < 0:
+            raise _Bad("rate: expected a number of ticks a second")
         return RunRequest(
             _str(doc, "token"),
             _int(doc, "requestedMs", 0, lo=0),
             None if payload is None else _base64(_str(doc, "payload"), "payload"),
             _bool(doc, "done", False),
             _str(doc, "member", ""),
+            kind,
+            _int(doc, "fromMs", 0, lo=0),
+            _int(doc, "toMs", 0, lo=0),
+            float(rate),
+            _int(doc, "doneUntilMs", 0, lo=0),
         )
     except _Bad as e:
         raise BadEntryError(key, str(e)) from None

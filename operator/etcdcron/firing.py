@@ -65,6 +65,7 @@ class Cursor:
 
 SCHEDULED = "scheduled"
 MANUAL = "manual"
+BACKFILL = "backfill"
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +127,9 @@ class InFlight:
 
     @property
     def tag(self) -> str:
-        return f"m{self.token}" if self.kind == MANUAL else f"t{self.tick_ms}"
+        if self.kind == MANUAL:
+            return f"m{self.token}"
+        return f"b{self.tick_ms}" if self.kind == BACKFILL else f"t{self.tick_ms}"
 
     def to_json(self) -> bytes:
         doc: dict[str, object] = {"jobId": self.job_id, "tickMs": self.tick_ms, "run": self.run}
@@ -169,13 +172,20 @@ class HistoryEntry:
 
 @dataclass(frozen=True, slots=True)
 class RunRequest:
-    """A run-now request: fire the job once for ``token`` (kept, ``done``, so the token never fires twice)."""
+    """A run-now request (fire the job once for ``token``) or a backfill (fire every tick of the schedule in
+    ``(from_ms, to_ms]`` once, ``rate`` ticks a second; ``done_until_ms`` is how far it got). Kept, marked
+    ``done``, so a token or a range never fires twice."""
 
     token: str
     requested_ms: int
     payload: bytes | None = None
     done: bool = False
     member: str = ""
+    kind: str = MANUAL
+    from_ms: int = 0
+    to_ms: int = 0
+    rate: float = 0.0
+    done_until_ms: int = 0
 
     def to_json(self) -> bytes:
         doc: dict[str, object] = {"token": self.token, "requestedMs": self.requested_ms, "done": self.done}
@@ -183,6 +193,9 @@ class RunRequest:
             doc["payload"] = base64.b64encode(self.payload).decode()
         if self.member:
             doc["member"] = self.member
+        if self.kind == BACKFILL:
+            doc |= {"kind": BACKFILL, "fromMs": self.from_ms, "toMs": self.to_ms, "rate": self.rate}
+            doc["doneUntilMs"] = self.done_until_ms
         return json.dumps(doc, separators=(",", ":")).encode()
 
 

@@ -18,8 +18,8 @@ from etcdcron import etcd
 from etcdcron.decode import BadEntryError, cursor_for, decode_history, decode_job
 from etcdcron.errors import EtcdUnavailableError, JobExistsError, JobNotFoundError, ValidationError
 from etcdcron.etcd import EtcdClient, KeyValue
-from etcdcron.firing import Cursor, HistoryEntry, RunRequest, to_ms
-from etcdcron.job import NAME_MAX, PAYLOAD_MAX, Job, StoredJob, validate_namespace
+from etcdcron.firing import BACKFILL, Cursor, HistoryEntry, RunRequest, to_ms
+from etcdcron.job import NAME_MAX, PAYLOAD_MAX, Job, StoredJob, format_time, validate_namespace
 from etcdcron.keys import JobRef, Keys, range_end
 
 TXN_MAX_OPS = 128  # etcd's default --max-txn-ops
@@ -260,6 +260,40 @@ class JobStore:
         if not job:
             raise JobNotFoundError(namespace, name)
         return await self.request_run(namespace, name, token, payload)  # the job changed: ask again
+
+    async def request_backfill(
+        self, namespace: str, name: str, start: datetime, end: datetime, rate: float = 10.0
+    ) -> bool:
+        """Ask the pool to fire every tick of the job's schedule in ``[start, end]`` once, ``rate`` ticks a
+        second. The range names the request, so the same backfill asked twice runs once: True if this call
+        made it."""
+        validate_namespace(namespace)
+        if start.tzinfo is None or end.tzinfo is None:
+            raise ValidationError("from", "times need a UTC offset or Z")
+        if not start < end:
+            raise ValidationError("to", f"must be after --from ({format_time(start)})")
+        if not 0 < rate <= 10_000:
+            raise ValidationError("rate", f"must be more than 0 and at most 10000 ticks a second, got {rate}")
+        ref = self.keys.ref(namespace, name)
+        first, last = to_ms(start), to_ms(end)
+        token = f"backfill-{first}-{last}"
+        spec = await self.client.get(self.keys.job(ref))
+        if spec is None:
+            raise JobNotFoundError(namespace, name)
+        request = RunRequest(
+            token, to_ms(datetime.now(UTC)), None, False, "", BACKFILL, first, last, rate, first - 1
+        )
+        key = self.keys.request(ref, token)
+        response = await self.client.txn(
+            [etcd.create_revision_is(key, 0), etcd.mod_revision_is(self.keys.job(ref), spec.mod_revision)],
+            [etcd.put(key, request.to_json(), spec.lease)],
+            [etcd.get(key)],
+        )
+        if response.succeeded:
+            return True
+        if response.responses[0].response_range.kvs:
+            return False
+        return await self.request_backfill(namespace, name, start, end, rate)  # the job changed: again
 
     async def history(self, namespace: str, name: str) -> builtins.list[HistoryEntry]:
         """The job's settled firings, oldest first. Kept after the job completes (its last version's);

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -198,3 +199,42 @@ async def test_run_now_fires_once_per_token_even_when_asked_twice_at_once(etcd_e
 async def cron_status(endpoint: str, prefix: str, name: str) -> int:
     async with Cron(endpoints=[endpoint], prefix=prefix) as admin:
         return (await admin.get_job(name)).cursor.runs
+
+
+async def test_backfill_fires_every_tick_of_the_range_once_even_when_started_twice(etcd_endpoint, prefix):
+    trigger = Recorder([])
+    member = dict(endpoints=[etcd_endpoint], prefix=prefix, trigger=trigger, member_id="m", lease_ttl=2)
+    async with Cron(**member) as cron:  # type: ignore[arg-type]
+        assert cron.member is not None
+        await cron.member.wait_settled(20)
+        await cron.add_job(Job(name="b", schedule="*/10 * * * *"))  # every 10 minutes
+        start = datetime(2026, 1, 1, 0, 0, tzinfo=UTC)
+        end = datetime(2026, 1, 1, 2, 0, tzinfo=UTC)  # 13 ticks, both ends included
+        made = await asyncio.gather(
+            cron.backfill("b", start, end, rate=20), cron.backfill("b", start, end, 20)
+        )
+        assert sorted(made) == [False, True]
+        await eventually_async(lambda: len(trigger.firings) >= 13, 30, "13 backfilled firings")
+        await eventually_async(lambda: _none(unsettled(etcd_endpoint, prefix)), 20, "the acknowledgements")
+        assert await cron.backfill("b", start, end) is False  # done: asking again fires nothing more
+        await asyncio.sleep(1)
+    ticks = [f.scheduled for f in trigger.firings]
+    assert ticks == [start + timedelta(minutes=10 * i) for i in range(13)]
+    assert {(f.kind, f.run) for f in trigger.firings} == {("backfill", 0)}
+    assert trigger.firings[0].key.endswith(f"/{int(start.timestamp() * 1000)}")  # the tick's own key
+
+
+def test_backfill_from_the_command_line(etcd_endpoint, prefix):
+    env = {**os.environ, "ETCDCRON_ENDPOINTS": etcd_endpoint, "ETCDCRON_PREFIX": prefix}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "etcdcron.cli", *args], capture_output=True, text=True, env=env
+        )
+
+    assert run("add", "nightly", "--schedule", "@daily").returncode == 0
+    rng = ("--from", "2026-01-01T00:00:00Z", "--to", "2026-01-03T00:00:00Z")
+    first, second = run("backfill", "nightly", *rng), run("backfill", "nightly", *rng)
+    assert json.loads(first.stdout)["new"] is True and json.loads(second.stdout)["new"] is False
+    bad = run("backfill", "nightly", "--from", "2026-01-03T00:00:00Z", "--to", "2026-01-01T00:00:00Z")
+    assert bad.returncode == 2 and bad.stderr.startswith("etcdcron: error: --to: must be after --from")

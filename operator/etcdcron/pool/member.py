@@ -25,6 +25,7 @@ from etcdcron.errors import EtcdCronError, EtcdUnavailableError
 from etcdcron.etcd import EtcdClient, WatchBatch
 from etcdcron.keys import Keys
 from etcdcron.membership import Membership
+from etcdcron.pool.backfill import Backfills
 from etcdcron.pool.deliveries import Deliveries
 from etcdcron.pool.fireloop import FireLoop, now_ms
 from etcdcron.pool.jobtable import JobTable, Loaded
@@ -83,8 +84,17 @@ class Member:
         self.ownership = Ownership(client, keys, self.table, member_id, self._handover)
         self.settlements = Settlements(client, keys, self.table.fences, self.reporter)
         self.deliveries = Deliveries(trigger, on_error, self.settlements, member_id, clock)
+        self.backfills = Backfills(client, keys, self.table, self.deliveries, self.reporter, member_id, clock)
         self.recovery = Recovery(
-            client, keys, self.table, self.deliveries, self.settlements, self.reporter, member_id, clock
+            client,
+            keys,
+            self.table,
+            self.deliveries,
+            self.settlements,
+            self.reporter,
+            member_id,
+            clock,
+            self.backfills,
         )
         self.table.on_removed += [
             self.deliveries.forget,
@@ -127,6 +137,7 @@ class Member:
                 log.warning("member %s: commits still in flight after %.0fs; leaving", self.member_id, grace)
             supervisor.cancel()
         await asyncio.gather(supervisor, return_exceptions=True)
+        await self.backfills.close()  # a backfill resumes, from its last step, on the next owner
         if running := await self.deliveries.drain(grace):
             log.warning("member %s: %d trigger(s) still running at leave", self.member_id, running)
         with contextlib.suppress(TimeoutError):  # acknowledgements: what is not written is re-delivered
@@ -186,6 +197,7 @@ class Member:
         self.failure = failure
         log.critical("member %s leaves the pool: %s", self.member_id, failure)
         self.fire_loop.close()
+        await self.backfills.close()
         self.ownership.drop_all("member failed")
         self.settled.clear()
         await self.membership.leave()

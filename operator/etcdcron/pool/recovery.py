@@ -16,10 +16,11 @@ from etcdcron import etcd
 from etcdcron.decode import BadEntryError, decode_history, decode_inflight, decode_job, decode_request
 from etcdcron.errors import EtcdUnavailableError
 from etcdcron.etcd import EtcdClient, KeyValue
-from etcdcron.firing import MANUAL, Firing, InFlight, RunRequest, from_ms
+from etcdcron.firing import BACKFILL, MANUAL, Firing, InFlight, RunRequest, from_ms
 from etcdcron.job import StoredJob
 from etcdcron.keys import Keys
 from etcdcron.policy import Delivery
+from etcdcron.pool.backfill import Backfills
 from etcdcron.pool.deliveries import Deliveries, Handoff
 from etcdcron.pool.jobtable import JobTable
 from etcdcron.pool.reporting import Reporter
@@ -40,7 +41,9 @@ class Recovery:
         reporter: Reporter,
         member_id: str,
         clock: Callable[[], int],
+        backfills: Backfills,
     ) -> None:
+        self.backfills = backfills
         self.client = client
         self.keys = keys
         self.table = table
@@ -132,6 +135,9 @@ class Recovery:
         if request.done or state is None:
             return
         spec_key, token = self._spec_key(kv.key, "requests")
+        if request.kind == BACKFILL:
+            self.backfills.start(p, spec_key, kv, request)
+            return
         job = state.jobs.get(spec_key)
         if job is None:
             return  # not loaded (complete, bad, or not yet seen): served when it is
