@@ -31,6 +31,7 @@ from etcdcron.job import CatchUp, Job, format_time
 from etcdcron.keys import DEFAULT_PREFIX, Keys
 from etcdcron.membership import default_member_id
 from etcdcron.policy import Delivery, FailurePolicy
+from etcdcron.runs import Runs
 from etcdcron.settings import PoolSettings
 from etcdcron.store import JobStatus, JobStore, validate_name_prefix
 
@@ -305,7 +306,7 @@ async def cmd_add(args: argparse.Namespace) -> int:
 async def cmd_get(args: argparse.Namespace) -> int:
     async def action(store: JobStore) -> int:
         doc = status_document(await store.get(args.namespace, args.name))
-        history = await store.history(args.namespace, args.name)
+        history = await Runs(store.client, store.keys).history(args.namespace, args.name)
         doc["recent"] = [entry.document() for entry in history[-5:]]
         failed = [entry for entry in history if entry.result == "failed"]
         doc["lastFailure"] = failed[-1].document() if failed else None
@@ -482,7 +483,7 @@ async def cmd_trigger(args: argparse.Namespace) -> int:
     payload = args.payload.encode() if args.payload is not None else None
 
     async def action(store: JobStore) -> int:
-        made = await store.request_run(args.namespace, args.name, token, payload)
+        made = await Runs(store.client, store.keys).request_run(args.namespace, args.name, token, payload)
         print(json.dumps({"namespace": args.namespace, "name": args.name, "token": token, "new": made}))
         return 0
 
@@ -493,7 +494,9 @@ async def cmd_backfill(args: argparse.Namespace) -> int:
     start, end = parse_instant(args.start, "from"), parse_instant(args.end, "to")
 
     async def action(store: JobStore) -> int:
-        made = await store.request_backfill(args.namespace, args.name, start, end, args.rate)
+        made = await Runs(store.client, store.keys).request_backfill(
+            args.namespace, args.name, start, end, args.rate
+        )
         doc = {
             "namespace": args.namespace,
             "name": args.name,
@@ -508,7 +511,10 @@ async def cmd_backfill(args: argparse.Namespace) -> int:
 
 async def cmd_history(args: argparse.Namespace) -> int:
     async def action(store: JobStore) -> int:
-        docs = [entry.document() for entry in await store.history(args.namespace, args.name)]
+        docs = [
+            entry.document()
+            for entry in await Runs(store.client, store.keys).history(args.namespace, args.name)
+        ]
         if args.output == "json":
             print(json.dumps(docs, indent=2))
             return 0

@@ -23,6 +23,7 @@ from etcdcron.firing import HistoryEntry
 from etcdcron.job import DEFAULT_NAMESPACE, Job, validate_namespace
 from etcdcron.keys import DEFAULT_PARTITIONS, DEFAULT_PREFIX
 from etcdcron.pool import Member, MemberFailure
+from etcdcron.runs import Runs
 from etcdcron.settings import PoolSettings
 from etcdcron.store import JobStatus, JobStore, Listing
 
@@ -51,6 +52,7 @@ class Cron:
         self.client = self.settings.client()
         self.keys = self.settings.keys
         self.store = JobStore(self.client, self.keys)
+        self.runs = Runs(self.client, self.keys)
         self.on_error = on_error
         self.member: Member | None = None
         if trigger is not None:
@@ -109,17 +111,17 @@ class Cron:
     async def trigger_job(self, name: str, *, payload: bytes | None = None, token: str | None = None) -> str:
         """Fire a job now (not counted as a run), once per ``token``; returns the token."""
         token = token or uuid.uuid4().hex
-        await self.store.request_run(self.namespace, name, token, payload)
+        await self.runs.request_run(self.namespace, name, token, payload)
         return token
 
     async def backfill(self, name: str, start: datetime, end: datetime, rate: float = 10.0) -> bool:
         """Fire every tick of the job's schedule in ``[start, end]`` once (not counted as runs), ``rate``
         ticks a second; the same range asked again is the same backfill (False)."""
-        return await self.store.request_backfill(self.namespace, name, start, end, rate)
+        return await self.runs.request_backfill(self.namespace, name, start, end, rate)
 
     async def history(self, name: str) -> list[HistoryEntry]:
         """The job's last settled firings, oldest first."""
-        return await self.store.history(self.namespace, name)
+        return await self.runs.history(self.namespace, name)
 
     def deliverable(self, *prefixes: str) -> int:
         """A consumer is ready for jobs whose ``<namespace>/<name>`` starts with one of ``prefixes``:
