@@ -182,3 +182,16 @@ def assert_at_least_once(
     assert not thrice, f"{len(thrice)} ticks delivered three times or more, e.g. {list(thrice.items())[:5]}"
     missing = missing_ticks(all_firings, start, end, job_names() if names is None else names)
     assert not missing, f"{len(missing)} ticks never fired, e.g. {sorted(missing)[:5]}"
+
+
+def assert_no_double_delivery(
+    firings: list[dict[str, Any]], jobs: int, start: float, end: float, delivery: Delivery
+) -> None:
+    """At-most-once: no tick twice. At-least-once: a tick delivered but not acknowledged may be re-delivered
+    (flagged, once); nothing is first-delivered twice."""
+    firsts = Tally.of(first_deliveries(firings), jobs, start, end).duplicates
+    assert not firsts, f"{len(firsts)} ticks fired twice: {list(firsts)[:5]}"
+    every = Tally.of(firings, jobs, start, end).duplicates
+    if delivery is Delivery.AT_MOST_ONCE:
+        assert not every, f"{len(every)} ticks fired twice: {list(every)[:5]}"
+    assert all(n <= 2 for n in every.values()), "a tick re-delivered more than once"

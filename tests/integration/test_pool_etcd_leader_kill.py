@@ -22,7 +22,16 @@ from etcdcron.policy import Delivery
 from etcdcron.store import JobStore
 from eventually import eventually_async
 
-from .firings import Tally, add_jobs, describe, everything, first_deliveries, last_tick, ts, wait_settled
+from .firings import (
+    Tally,
+    add_jobs,
+    assert_no_double_delivery,
+    describe,
+    everything,
+    last_tick,
+    ts,
+    wait_settled,
+)
 from .processes import MemberProcess
 
 JOBS = 300
@@ -80,14 +89,7 @@ async def test_etcd_leader_killed_under_300_jobs_a_second(
         + describe(tally, [f for f in firings if ts(f["scheduled"]) > start], killed_at)
     )
     assert all(alive.values()), f"members died: {alive}"
-    # At-least-once: what was delivered but not acknowledged may be re-delivered (once); nothing else twice.
-    firsts = Tally.of(first_deliveries(firings), JOBS, start, end)
-    assert not firsts.duplicates, f"{len(firsts.duplicates)} ticks fired twice: {list(firsts.duplicates)[:5]}"
-    if delivery is Delivery.AT_MOST_ONCE:
-        assert not tally.duplicates, (
-            f"{len(tally.duplicates)} ticks fired twice: {list(tally.duplicates)[:5]}"
-        )
-    assert all(n <= 2 for n in tally.duplicates.values()), "a tick re-delivered more than once"
+    assert_no_double_delivery(firings, JOBS, start, end, delivery)
     outside = tally.missing_outside(*window)
     assert not outside, f"{len(outside)} ticks missing outside the election window: {sorted(outside)[:5]}"
     for m in members:

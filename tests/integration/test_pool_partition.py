@@ -25,9 +25,9 @@ from . import netns
 from .firings import (
     Tally,
     add_jobs,
+    assert_no_double_delivery,
     describe,
     everything,
-    first_deliveries,
     job_name,
     last_tick,
     ts,
@@ -136,12 +136,5 @@ async def test_member_cut_off_from_etcd_is_taken_over_and_rejoins(
         + f"; the cut-off member fired {len(fired_while_cut)} ticks while cut off and fired again"
         f" {rejoined - up_at:.1f}s after the link came back"
     )
-    # At-least-once: what was delivered but not acknowledged may be re-delivered (once); nothing else twice.
-    firsts = Tally.of(first_deliveries(firings), JOBS, start, end)
-    assert not firsts.duplicates, f"{len(firsts.duplicates)} ticks fired twice: {list(firsts.duplicates)[:5]}"
-    if delivery is Delivery.AT_MOST_ONCE:
-        assert not tally.duplicates, (
-            f"{len(tally.duplicates)} ticks fired twice: {list(tally.duplicates)[:5]}"
-        )
-    assert all(n <= 2 for n in tally.duplicates.values()), "a tick re-delivered more than once"
+    assert_no_double_delivery(firings, JOBS, start, end, delivery)
     assert takeover <= LEASE_TTL + 1, f"took {takeover:.2f}s to take over (lease TTL {LEASE_TTL}s)"

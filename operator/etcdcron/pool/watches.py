@@ -94,23 +94,42 @@ async def mirror_holders(
     await _mirror(client, keys.partitions_root(), reset, apply, seen, changed, reporter)
 
 
+async def _watch(
+    client: EtcdClient,
+    root: bytes,
+    restarted: Callable[[], Awaitable[int]],
+    changed: Callable[[WatchBatch], Awaitable[None]],
+    reporter: Reporter,
+) -> None:
+    """Watch a prefix forever; ``restarted`` runs before each (re)start and gives the revision to watch
+    after; etcd's absence is reported and waited out."""
+    while True:
+        try:
+            revision = await restarted()
+            async for batch in client.watch(root, range_end(root), revision + 1):
+                if batch.events:
+                    await changed(batch)
+        except EtcdUnavailableError as e:
+            await reporter.etcd_error(e)
+            await asyncio.sleep(RETRY_SECONDS)
+
+
 async def watch_requests(
     client: EtcdClient, keys: Keys, post: Callable[[Message], Awaitable[None]], reporter: Reporter
 ) -> None:
     """Run-now requests as they are written; those written before a (re)load are served by the load."""
     root = keys.requests_root()
-    while True:
-        try:
-            # (Re)started: what was written while no watch ran is served from a fresh read.
-            head = await client.range(root, range_end(root))
-            events = tuple(WatchEvent(True, kv) for kv in head.kvs)
-            await post(RunRequests(WatchBatch(head.header.revision, events)))
-            async for batch in client.watch(root, range_end(root), head.header.revision + 1):
-                if batch.events:
-                    await post(RunRequests(batch))
-        except EtcdUnavailableError as e:
-            await reporter.etcd_error(e)
-            await asyncio.sleep(RETRY_SECONDS)
+
+    async def restarted() -> int:  # what was written while no watch ran is served from a fresh read
+        head = await client.range(root, range_end(root))
+        events = tuple(WatchEvent(True, kv) for kv in head.kvs)
+        await post(RunRequests(WatchBatch(head.header.revision, events)))
+        return int(head.header.revision)
+
+    async def changed(batch: WatchBatch) -> None:
+        await post(RunRequests(batch))
+
+    await _watch(client, root, restarted, changed, reporter)
 
 
 async def watch_jobs(
@@ -118,13 +137,13 @@ async def watch_jobs(
 ) -> None:
     """One watch over every job spec; the job table ignores events of partitions we do not own."""
     root = keys.jobs_root()
-    while True:
-        try:
-            head = await client.range(root, range_end(root), limit=1, count_only=True)
-            await post(JobsWatchRestarted(head.header.revision))
-            async for batch in client.watch(root, range_end(root), head.header.revision + 1):
-                if batch.events:
-                    await post(JobEvents(batch))
-        except EtcdUnavailableError as e:
-            await reporter.etcd_error(e)
-            await asyncio.sleep(RETRY_SECONDS)
+
+    async def restarted() -> int:  # partitions loaded before this revision are reloaded
+        head = await client.range(root, range_end(root), limit=1, count_only=True)
+        await post(JobsWatchRestarted(head.header.revision))
+        return int(head.header.revision)
+
+    async def changed(batch: WatchBatch) -> None:
+        await post(JobEvents(batch))
+
+    await _watch(client, root, restarted, changed, reporter)
