@@ -436,7 +436,7 @@ def test_every_ticks_from_the_anchor() -> None:
 def test_every_is_the_same_on_every_member() -> None:
     anchor = at("2026-01-01T00:00:07Z")
     a = parse_schedule("@every 1h30m", anchor=anchor)
-    b = parse_schedule(" @EVERY 5400 ", "Asia/Kolkata", anchor=anchor.astimezone(zone_of("Asia/Kolkata")))
+    b = parse_schedule(" @EVERY 5400s ", "Asia/Kolkata", anchor=anchor.astimezone(zone_of("Asia/Kolkata")))
     t = at("2026-03-08T06:59:59Z")
     assert a.next_after(t) == b.next_after(t) == at("2026-03-08T07:30:07Z")
 
