@@ -144,21 +144,32 @@ def parse_schedule(expr: str, time_zone: str = "UTC", *, anchor: datetime | None
     truncated to whole seconds; without one they are anchored at the Unix epoch. Cron schedules are cached by
     (expr, time_zone), so the many jobs sharing an expression share one value and its tick window.
     """
+    parsed = _parse(expr, time_zone)
+    if isinstance(parsed, CronSchedule):
+        return parsed
+    text, interval = parsed
+    if anchor is None:
+        anchor = EPOCH
+    _require_aware(anchor)
+    return EverySchedule(text, time_zone, interval, anchor.astimezone(UTC).replace(microsecond=0))
+
+
+# Large enough that every distinct (expression, zone) of a big pool stays shared: jobs hold their schedule
+# anyway, and an evicted one would be parsed again per job, each copy with its own tick window (memory and
+# ~100 µs of CPU per job; the 1M-job benchmark with 11,520 distinct schedules showed it). Keyed by the text
+# as given: a member loading a million jobs asks about each twice, and a hit must cost nothing more.
+@functools.lru_cache(maxsize=1 << 17)
+def _parse(expr: str, time_zone: str) -> CronSchedule | tuple[str, timedelta]:
+    """A cron schedule (one value for every spelling of an expression), or ``@every``'s text and interval."""
     text = clean(expr)
     words = text.split(maxsplit=1)
     if words and words[0].lower() == "@every":  # any case, like the other macros
         interval = _every_interval(text)
         zone_of(time_zone)
-        if anchor is None:
-            anchor = EPOCH
-        _require_aware(anchor)
-        return EverySchedule(text, time_zone, interval, anchor.astimezone(UTC).replace(microsecond=0))
+        return text, interval
     return _parse_cron(text, time_zone)
 
 
-# Large enough that every distinct (expression, zone) of a big pool stays shared: jobs hold their schedule
-# anyway, and an evicted one would be parsed again per job, each copy with its own tick window (memory and
-# ~100 µs of CPU per job; the 1M-job benchmark with 11,520 distinct schedules showed it).
 @functools.lru_cache(maxsize=1 << 17)
 def _parse_cron(text: str, time_zone: str) -> CronSchedule:
     cron, fixed_time = canonical(text)
@@ -170,7 +181,6 @@ def _parse_cron(text: str, time_zone: str) -> CronSchedule:
     return CronSchedule(text, time_zone, cron, zone, fixed_time)
 
 
-@functools.lru_cache(maxsize=1024)
 def _every_interval(text: str) -> timedelta:
     rest = text[6:].strip()
     if not rest:

@@ -15,6 +15,8 @@ each wall time through the zone's own fold/gap answers makes every zone the same
 
 from __future__ import annotations
 
+import copy
+import functools
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import cast
 
@@ -35,7 +37,7 @@ def next_tick(cron: str, zone: tzinfo, fixed_time: bool, t: datetime) -> datetim
     """
     wall = t.replace(tzinfo=None)
     if zone is UTC:  # every wall time occurs exactly once
-        tick: datetime = next(CronSim(cron, wall))
+        tick: datetime = next(_walls(cron, wall))
         return tick.replace(tzinfo=UTC)
     now = (wall - _EPOCH_NAIVE) // _SECOND  # ticks are whole seconds: "after t" is "after now"
     local = datetime.fromtimestamp(now, zone)
@@ -50,12 +52,12 @@ def next_tick(cron: str, zone: tzinfo, fixed_time: bool, t: datetime) -> datetim
             # one named fires after t. Later wall times are found below.
             end = _transition(zone, now, now + shift)  # the instant the clock goes back
             start = _wall(end, second) - _SECOND
-            best = _first_after(zone, fixed_time, next(CronSim(cron, start)), now)
+            best = _first_after(zone, fixed_time, next(_walls(cron, start)), now)
         elif local.fold and not repeats:
             # Every wall time left in the fold fired in the first pass: go on from the fold's last second.
             end = _transition(zone, now - shift, now)
             wall = _wall(end, first) - _SECOND
-    it = CronSim(cron, wall)
+    it = _walls(cron, wall)
     while True:
         # Wall times come in order and their first occurrences too, so the first wall time with a tick after
         # ``now`` has the earliest such tick (the fold case above aside).
@@ -67,7 +69,21 @@ def next_tick(cron: str, zone: tzinfo, fixed_time: bool, t: datetime) -> datetim
         if first < second:  # a skipped wall time that does not fire: nothing in this gap does, jump over it
             at = (wall - _EPOCH_NAIVE) // _SECOND
             end = _transition(zone, at - second // _SECOND, at - first // _SECOND)
-            it = CronSim(cron, _wall(end, second) - _SECOND)
+            it = _walls(cron, _wall(end, second) - _SECOND)
+
+
+@functools.lru_cache(maxsize=1 << 17)
+def _parsed(cron: str) -> CronSim:
+    return CronSim(cron, _EPOCH_NAIVE)
+
+
+def _walls(cron: str, start: datetime) -> CronSim:
+    """cronsim's iterator over the wall times after naive ``start``, without parsing ``cron`` again (a third
+    of a computed tick): a shallow copy of a parsed one, moved to ``start``. cronsim keeps its position in
+    ``dt`` and never changes the parsed fields (tests/unit/test_schedule.py checks both)."""
+    it = copy.copy(_parsed(cron))
+    it.dt = start.replace(microsecond=0)
+    return it
 
 
 def _first_after(zone: tzinfo, fixed_time: bool, wall: datetime, now: int) -> int | None:
