@@ -196,22 +196,28 @@ def _fires(expr: Expr, ps: list[Period], wall: datetime) -> list[int]:
     return []
 
 
-def wall_of(instant: int, ps: list[Period]) -> datetime:
-    """The naive wall time at an instant (epoch seconds)."""
-    p = ps[bisect.bisect_right([p.start for p in ps], instant) - 1]
+@functools.cache
+def _starts(key: str) -> list[int]:
+    return [p.start for p in periods(key)[0]]
+
+
+def wall_of(key: str, instant: int) -> datetime:
+    """The naive wall time in zone ``key`` at an instant (epoch seconds)."""
+    p = periods(key)[0][bisect.bisect_right(_starts(key), instant) - 1]
     return _EPOCH + timedelta(seconds=instant + p.offset)
 
 
-def names(expr: Expr, ps: list[Period], instant: int) -> bool:
-    """Whether a tick at ``instant`` is a wall time the expression names, or (fixed-time jobs) the end of a
-    gap under 3 hours that skipped one: the invariant every engine answer must satisfy."""
-    if expr.matches(wall_of(instant, ps)):
+def names(expr: Expr, key: str, instant: int) -> bool:
+    """Whether a tick at ``instant`` is a wall time the expression names in zone ``key``, or (fixed-time jobs)
+    the end of a gap under 3 hours that skipped one: the invariant every engine answer must satisfy."""
+    if expr.matches(wall_of(key, instant)):
         return True
-    i = next((i for i, p in enumerate(ps) if p.start == instant), None)
-    if i is None or not expr.fixed_time or not 0 < ps[i].offset - ps[i - 1].offset < CORRECTION:
+    ps, starts = periods(key)[0], _starts(key)
+    i = bisect.bisect_left(starts, instant)
+    if i == len(ps) or starts[i] != instant or not expr.fixed_time:
         return False
-    gap = (
-        _EPOCH + timedelta(seconds=instant + ps[i - 1].offset),
-        _EPOCH + timedelta(seconds=instant + ps[i].offset),
-    )
-    return any(True for _ in named(expr, *gap))
+    shift = ps[i].offset - ps[i - 1].offset
+    if not 0 < shift < CORRECTION:
+        return False
+    gap_start = _EPOCH + timedelta(seconds=instant + ps[i - 1].offset)
+    return any(True for _ in named(expr, gap_start, gap_start + timedelta(seconds=shift)))
