@@ -27,7 +27,10 @@ from typing import NamedTuple
 
 import pytest
 import schedule_oracle as oracle
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
+from etcdcron.errors import ValidationError
 from etcdcron.schedule import CronSchedule, parse_schedule, ticks_between
 
 MODE = os.environ.get("ETCDCRON_ORACLE", "")
@@ -223,3 +226,73 @@ def test_the_oracle_reads_what_zoneinfo_reads() -> None:
         zone = zoneinfo.ZoneInfo(tr.zone)
         assert _utc(tr.at - 1).astimezone(zone).utcoffset() == timedelta(seconds=tr.before), tr
         assert _utc(tr.at).astimezone(zone).utcoffset() == timedelta(seconds=tr.after), tr
+
+
+# -- random expressions at random instants near random transitions ----------------------------------------
+
+
+def _items(lo: int, hi: int) -> st.SearchStrategy[str]:
+    num = st.integers(lo, hi)
+    step = st.integers(1, min(20, hi - lo + 1))
+    pair = st.tuples(num, num).map(sorted)
+    item = st.one_of(
+        st.just("*"),
+        st.integers(1, hi - lo + 1).map(lambda s: f"*/{s}"),
+        num.map(str),
+        st.tuples(num, step).map(lambda p: f"{p[0]}/{p[1]}"),
+        pair.map(lambda p: f"{p[0]}-{p[1]}"),
+        st.tuples(pair, step).map(lambda p: f"{p[0][0]}-{p[0][1]}/{p[1]}"),
+    )
+    return st.lists(item, min_size=1, max_size=3).map(",".join)
+
+
+def _mostly_star(lo: int, hi: int) -> st.SearchStrategy[str]:
+    return st.one_of(st.just("*"), st.just("*"), _items(lo, hi))
+
+
+expressions = st.tuples(
+    st.one_of(
+        st.none(), st.sampled_from(["0", "*/20", "7,37", "0-5", "30"])
+    ),  # seconds: few, the walk is per second
+    _items(0, 59),
+    _items(0, 23),
+    _mostly_star(1, 31),
+    _mostly_star(1, 12),
+    _mostly_star(0, 7),
+).map(lambda f: " ".join(x for x in f if x is not None))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(sorted(range(len(coverage().unique)))),
+    expressions,
+    st.floats(-3 * H, 3 * H, allow_nan=False),
+)
+def test_random_expressions_near_random_transitions(index: int, expr_text: str, offset: float) -> None:
+    """next_after from any instant within 3 h of a change is the oracle's first tick after it (looking a day
+    ahead), or lies beyond that day."""
+    tr = coverage().unique[index]
+    ps, _ = oracle.periods(tr.zone)
+    q = tr.at + offset
+    horizon = int(q) + 24 * H
+    lo = min(p.offset for p in ps[tr.index - 1 : tr.index + 1])
+    hi = max(p.offset for p in ps[tr.index - 1 : tr.index + 2])
+    walls = _EPOCH + timedelta(seconds=int(q) + lo - 60), _EPOCH + timedelta(seconds=horizon + hi + 60)
+    expr = oracle.parse(expr_text)
+    want = next(
+        (x for x in oracle.ticks(expr, ps[max(0, tr.index - 2) : tr.index + 3], *walls) if x > q), None
+    )
+    try:
+        schedule = parse_schedule(expr_text, tr.zone)
+    except ValidationError as e:  # "0 0 30 2 *": a day no selected month has, ANDed (docs/schedules.md)
+        assert e.reason.endswith("never occurs in the selected months"), e.reason
+        assume(False)
+    tick = schedule.next_after(_utc(q))
+    where = f"{tr.zone} {expr_text!r} after {_utc(q)}"
+    if want is not None and want <= horizon:
+        assert tick == _utc(want), where
+    else:
+        assert tick is None or tick > _utc(horizon), where
+    if tick is not None:
+        assert tick > _utc(q), where
+        assert oracle.names(expr, tr.zone, int(tick.timestamp())), where
