@@ -9,7 +9,8 @@ Usage (from the repository root; PYTHONPATH picks the engine to measure)::
 ``parse_schedule`` twice (validation, then ``StoredJob.schedule()``) and ``next_after(created - 1 ms)``.
 Caches start cold, so the 11,520 first ticks are computed and the rest come from the tick windows.
 ``cold``: ``next_after`` with nothing remembered (a fresh copy of the schedule per call), per expression.
-Figures are the best of ``--repeat`` runs (the machine is shared); compare engines in one session.
+Figures are process CPU time (not wall time: the machine is shared), the best of ``--repeat`` runs; compare
+engines in one session, alternating them.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ COLD = [
 
 
 def load(n: int) -> float:
-    """Seconds for the per-job schedule work of loading ``n`` jobs, caches cold."""
+    """CPU seconds for the per-job schedule work of loading ``n`` jobs, caches cold."""
     for cache in ("_parse", "_parse_cron"):  # the engine before issue 8 had only the second
         if cache in parse_schedule.__globals__:
             parse_schedule.__globals__[cache].cache_clear()
@@ -54,11 +55,11 @@ def load(n: int) -> float:
         c = i % (60 * 24 * len(TIME_ZONES))
         specs.append((f"{c % 60} {(c // 60) % 24} * * *", TIME_ZONES[(c // 1440) % len(TIME_ZONES)]))
     after = CREATED - timedelta(milliseconds=1)
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     for expr, zone in specs:
         parse_schedule(expr, zone)
         parse_schedule(expr, zone, anchor=CREATED).next_after(after)
-    return time.perf_counter() - t0
+    return time.process_time() - t0
 
 
 def cold(expr: str, zone: str, calls: int) -> float:
@@ -66,10 +67,10 @@ def cold(expr: str, zone: str, calls: int) -> float:
     s = parse_schedule(expr, zone)
     queries = [CREATED + timedelta(seconds=7919 * k + 0.25) for k in range(calls)]
     copies = [dataclasses.replace(s) for _ in queries]
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     for c, q in zip(copies, queries, strict=True):
         c.next_after(q)
-    return (time.perf_counter() - t0) / calls * 1e6
+    return (time.process_time() - t0) / calls * 1e6
 
 
 def main() -> None:

@@ -15,7 +15,6 @@ each wall time through the zone's own fold/gap answers makes every zone the same
 
 from __future__ import annotations
 
-import copy
 import functools
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import cast
@@ -79,10 +78,13 @@ def _parsed(cron: str) -> CronSim:
 
 def _walls(cron: str, start: datetime) -> CronSim:
     """cronsim's iterator over the wall times after naive ``start``, without parsing ``cron`` again (a third
-    of a computed tick): a shallow copy of a parsed one, moved to ``start``. cronsim keeps its position in
-    ``dt`` and never changes the parsed fields (tests/unit/test_schedule.py checks both)."""
-    it = copy.copy(_parsed(cron))
-    it.dt = start.replace(microsecond=0)
+    of a computed tick): a shallow copy of a parsed one (its attributes, ~1 µs; ``copy.copy`` takes 5),
+    moved to ``start``. cronsim keeps its position in ``dt`` and never changes the parsed fields
+    (tests/unit/test_schedule.py checks both)."""
+    it: CronSim = object.__new__(CronSim)
+    state = _parsed(cron).__dict__.copy()
+    state["dt"] = start.replace(microsecond=0)
+    it.__dict__ = state
     return it
 
 
