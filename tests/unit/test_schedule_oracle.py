@@ -217,7 +217,12 @@ def zone_transitions(zone: str) -> list[Transition]:
 
 @pytest.mark.parametrize("zone", ["Pacific/Chatham", "Australia/Lord_Howe", "Asia/Pyongyang", "Pacific/Apia"])
 def test_zones_named_in_issue_8_whole_family(zone: str) -> None:
-    assert run(zone_transitions(zone), True)[2] > 0
+    transitions = zone_transitions(zone)
+    if not FULL and len(transitions) > 30:  # all of them get the core family anyway
+        transitions = transitions[::4]
+    checks, exprs, ticks = run(transitions, True)
+    assert ticks > 0
+    print(f"\n{zone}: {len(transitions)} transitions, {checks} checks, {exprs} expressions, {ticks} ticks")
 
 
 def test_the_oracle_reads_what_zoneinfo_reads() -> None:
