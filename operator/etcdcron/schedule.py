@@ -22,7 +22,7 @@ from cronsim import CronSim, CronSimError
 from etcdcron.cronexpr import MACROS, MAX_EXPR_LEN, bad, canonical, clean
 from etcdcron.durations import format_duration, parse_duration
 from etcdcron.errors import ValidationError
-from etcdcron.wallclock import next_tick
+from etcdcron.wallclock import next_tick, parse
 
 __all__ = [
     "EPOCH",
@@ -102,6 +102,7 @@ class CronSchedule(Schedule):
     cron: str  # the validated 6-field form cronsim reads (seconds first, names as numbers, steps spelled out)
     zone: tzinfo
     fixed_time: bool  # neither minute nor hour starts with '*': Debian cron's DST rules apply (wallclock)
+    parsed: CronSim = field(compare=False, hash=False, repr=False)  # wallclock.parse(cron)
     _window: _Window | None = field(default=None, init=False, compare=False, hash=False, repr=False)
 
     def next_after(self, t: datetime) -> datetime | None:
@@ -114,7 +115,7 @@ class CronSchedule(Schedule):
         # the second pass through a repeated hour; the zone conversion sets fold itself.
         utc = t.astimezone(UTC).replace(fold=0)
         try:
-            nxt = next_tick(self.cron, self.zone, self.fixed_time, utc)
+            nxt = next_tick(self.parsed, self.zone, self.fixed_time, utc)
         except (StopIteration, OverflowError):  # cronsim gives up after 50 years; or past datetime.max
             return None
         object.__setattr__(self, "_window", _grow(win, key, nxt))
@@ -175,10 +176,10 @@ def _parse_cron(text: str, time_zone: str) -> CronSchedule:
     cron, fixed_time = canonical(text)
     zone = zone_of(time_zone)
     try:  # validation is stricter than cronsim; this keeps "parsed" meaning "cronsim will not raise"
-        CronSim(cron, EPOCH)
+        parsed = parse(cron)
     except CronSimError as e:
         raise bad(f"{text!r} rejected by the cron engine: {e}") from None
-    return CronSchedule(text, time_zone, cron, zone, fixed_time)
+    return CronSchedule(text, time_zone, cron, zone, fixed_time, parsed)
 
 
 def _every_interval(text: str) -> timedelta:

@@ -28,15 +28,16 @@ _SECOND = timedelta(seconds=1)
 _EPOCH_NAIVE = datetime(1970, 1, 1)
 
 
-def next_tick(cron: str, zone: tzinfo, fixed_time: bool, t: datetime) -> datetime:
-    """The first tick strictly after ``t`` (aware, UTC, fold 0), in UTC and whole seconds.
+def next_tick(parsed: CronSim, zone: tzinfo, fixed_time: bool, t: datetime) -> datetime:
+    """The first tick strictly after ``t`` (aware, UTC, fold 0), in UTC and whole seconds; ``parsed`` is
+    from ``parse``.
 
     Raises StopIteration if cronsim finds no matching wall time within 50 years, OverflowError past
     datetime.max. ``> t`` holds by construction: only occurrences after ``t`` are ever taken.
     """
     wall = t.replace(tzinfo=None)
     if zone is UTC:  # every wall time occurs exactly once
-        tick: datetime = next(_walls(cron, wall))
+        tick: datetime = next(_walls(parsed, wall))
         return tick.replace(tzinfo=UTC)
     now = (wall - _EPOCH_NAIVE) // _SECOND  # ticks are whole seconds: "after t" is "after now"
     local = datetime.fromtimestamp(now, zone)
@@ -51,12 +52,12 @@ def next_tick(cron: str, zone: tzinfo, fixed_time: bool, t: datetime) -> datetim
             # one named fires after t. Later wall times are found below.
             end = _transition(zone, now, now + shift)  # the instant the clock goes back
             start = _wall(end, second) - _SECOND
-            best = _first_after(zone, fixed_time, next(_walls(cron, start)), now)
+            best = _first_after(zone, fixed_time, next(_walls(parsed, start)), now)
         elif local.fold and not repeats:
             # Every wall time left in the fold fired in the first pass: go on from the fold's last second.
             end = _transition(zone, now - shift, now)
             wall = _wall(end, first) - _SECOND
-    it = _walls(cron, wall)
+    it = _walls(parsed, wall)
     while True:
         # Wall times come in order and their first occurrences too, so the first wall time with a tick after
         # ``now`` has the earliest such tick (the fold case above aside).
@@ -68,21 +69,32 @@ def next_tick(cron: str, zone: tzinfo, fixed_time: bool, t: datetime) -> datetim
         if first < second:  # a skipped wall time that does not fire: nothing in this gap does, jump over it
             at = (wall - _EPOCH_NAIVE) // _SECOND
             end = _transition(zone, at - second // _SECOND, at - first // _SECOND)
-            it = _walls(cron, _wall(end, second) - _SECOND)
+            it = _walls(parsed, _wall(end, second) - _SECOND)
+
+
+_SETS: dict[frozenset[object], frozenset[object]] = {}
 
 
 @functools.lru_cache(maxsize=1 << 17)
-def _parsed(cron: str) -> CronSim:
-    return CronSim(cron, _EPOCH_NAIVE)
+def parse(cron: str) -> CronSim:
+    """The parsed expression ``next_tick`` iterates, kept by its schedules: one per expression (the same
+    expression in 8 zones is parsed once), its field sets frozen and shared between expressions, so nothing
+    can change them by accident. Raises ``CronSimError`` if cronsim rejects the expression."""
+    it = CronSim(cron, _EPOCH_NAIVE)
+    for name, value in vars(it).items():
+        if isinstance(value, set):
+            frozen = frozenset(value)
+            setattr(it, name, _SETS.setdefault(frozen, frozen))
+    return it
 
 
-def _walls(cron: str, start: datetime) -> CronSim:
-    """cronsim's iterator over the wall times after naive ``start``, without parsing ``cron`` again (a third
-    of a computed tick): a shallow copy of a parsed one (its attributes, ~1 µs; ``copy.copy`` takes 5),
-    moved to ``start``. cronsim keeps its position in ``dt`` and never changes the parsed fields
+def _walls(parsed: CronSim, start: datetime) -> CronSim:
+    """cronsim's iterator over the wall times after naive ``start``, without parsing the expression again (a
+    third of a computed tick): a shallow copy of the parsed one (its attributes, ~1 µs; ``copy.copy`` takes
+    5), moved to ``start``. cronsim keeps its position in ``dt`` and only reads the parsed fields
     (tests/unit/test_schedule.py checks both)."""
     it: CronSim = object.__new__(CronSim)
-    state = _parsed(cron).__dict__.copy()
+    state = parsed.__dict__.copy()
     state["dt"] = start.replace(microsecond=0)
     it.__dict__ = state
     return it

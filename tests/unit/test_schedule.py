@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import copy
 import dataclasses
 import itertools
 from datetime import UTC, datetime, timedelta
@@ -24,7 +23,7 @@ from etcdcron.schedule import (
     ticks_between,
     zone_of,
 )
-from etcdcron.wallclock import _parsed, _walls
+from etcdcron.wallclock import _walls, parse
 
 
 def at(iso: str) -> datetime:
@@ -738,11 +737,13 @@ def test_any_expression_is_rejected_cleanly_or_works(text: str, six: bool, t: da
     "expr", ["*/2 * * * * *", "0 30 2 * * *", "0 0 9 * * 1-5", "0 0 0 L * *", "0 0 0 * * 5#2"]
 )
 def test_cronsim_resumes_from_a_copy_of_its_parsed_expression(expr: str) -> None:
-    """wallclock reuses one parsed CronSim per expression, copied and moved to the start: the copies iterate
-    as freshly parsed ones, and iterating them leaves the parsed one untouched."""
-    parsed = _parsed(expr)
-    fields = copy.deepcopy(vars(parsed))
+    """wallclock parses each expression once and starts every search from a copy of it, moved to the
+    start: the copies iterate as freshly parsed CronSims and leave the parsed one as it was."""
+    parsed = parse(expr)
+    state = dict(vars(parsed))
     for start in (datetime(2026, 3, 8, 1, 59, 59), datetime(2026, 11, 1, 1, 30, 0, 9), datetime(2028, 2, 28)):
-        copied, fresh_iter = _walls(expr, start), CronSim(expr, start)
+        copied, fresh_iter = _walls(parsed, start), CronSim(expr, start)
         assert [next(copied) for _ in range(5)] == [next(fresh_iter) for _ in range(5)]
-    assert vars(parsed) == fields
+    assert vars(parsed) == state
+    assert isinstance(parsed.days, frozenset)  # and shared between expressions
+    assert parsed.days is parse(expr.replace("0 ", "1 ", 1)).days
