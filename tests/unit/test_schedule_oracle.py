@@ -193,6 +193,7 @@ def run(transitions: list[Transition], full: bool) -> tuple[int, int, int]:
     return checks, len(exprs), ticks
 
 
+@pytest.mark.timeout(0 if FULL else 300)  # full and all modes take minutes
 def test_every_transition_of_every_zone_core_family() -> None:
     cov = coverage()
     assert cov.zones > 500 and len(cov.unique) > 5000  # the tz database is all there
