@@ -73,6 +73,7 @@ def next_tick(parsed: CronSim, zone: tzinfo, fixed_time: bool, t: datetime) -> d
 
 
 _SETS: dict[frozenset[object], frozenset[object]] = {}
+_MAX_SETS = 4096  # distinct field sets worth sharing; past that (odd expressions) each keeps its own
 
 
 @functools.lru_cache(maxsize=1 << 17)
@@ -84,7 +85,9 @@ def parse(cron: str) -> CronSim:
     for name, value in vars(it).items():
         if isinstance(value, set):
             frozen = frozenset(value)
-            setattr(it, name, _SETS.setdefault(frozen, frozen))
+            if len(_SETS) < _MAX_SETS:
+                frozen = _SETS.setdefault(frozen, frozen)
+            setattr(it, name, _SETS.get(frozen, frozen))
     return it
 
 
