@@ -52,8 +52,9 @@ class Transition(NamedTuple):
     def shift(self) -> int:
         return self.after - self.before
 
-    def wall(self, offset: int, delta: int = 0) -> datetime:
-        return _EPOCH + timedelta(seconds=self.at + offset + delta)
+    def wall(self, offset: int) -> datetime:
+        """The wall clock at the change read with ``offset``: where it leaves (before) or lands (after)."""
+        return _EPOCH + timedelta(seconds=self.at + offset)
 
 
 class Coverage(NamedTuple):
@@ -84,7 +85,7 @@ def coverage() -> Coverage:
 
 
 def behaviour_classes() -> list[Transition]:
-    """One transition per (wall time of the change, offsets, weekday, hour-aligned offsets or not)."""
+    """One transition per (wall time of the change, sub-hour part of the offset, shift, weekday)."""
     out: dict[tuple[object, ...], Transition] = {}
     for tr in coverage().unique:
         wall = tr.wall(tr.before)
@@ -128,7 +129,7 @@ def family(tr: Transition, full: bool) -> Iterator[Check]:
     hours = sorted({(lo + timedelta(hours=k)).hour for k in range(span)})
     yield Check(f"0,15,30,45 {','.join(map(str, hours))} * * *", around)  # several skipped times: one tick
     yield Check("@daily", near(2 * H))
-    for day in {(lo - minute).isoweekday() % 7, hi.isoweekday() % 7}:
+    for day in sorted({(lo - minute).isoweekday() % 7, hi.isoweekday() % 7}):
         yield Check(f"0 */6 * * {day}", near(3 * H))  # real time on one weekday (bug D)
         yield Check(f"0 0 * * {day}", near(3 * H))
     yield Check("*/20 * * * * *", near(90))
