@@ -610,6 +610,10 @@ PROPERTY_ZONES = [
     "Atlantic/Azores",
     "Asia/Beirut",
     "Africa/Casablanca",
+    PYONGYANG,
+    "Africa/Cairo",
+    APIA,
+    CASEY,
 ]
 PROPERTY_EXPRS = [
     "30 1 * * *", "0 2 * * *", "*/15 * * * *", "0 * * * *", "*/2 * * * * *", "0 0 * * *", "15 30 2 * * *",
@@ -618,7 +622,7 @@ PROPERTY_EXPRS = [
 ]  # fmt: skip
 instants = st.datetimes(datetime(2020, 1, 1), datetime(2035, 1, 1), timezones=st.just(UTC))
 # Most DST trouble is within hours of a transition: aim there too.
-near_transitions = st.sampled_from([c.after for c in DST_CASES]).flatmap(
+near_transitions = st.sampled_from([c.after for c in DST_CASES + ISSUE_8_CASES]).flatmap(
     lambda iso: st.integers(-6 * 3600, 6 * 3600).map(lambda s: at(iso) + timedelta(seconds=s))
 )
 # Callers may pass any aware datetime: local ones, with either fold, even imaginary wall times.
