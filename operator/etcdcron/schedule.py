@@ -1,9 +1,8 @@
 """Schedules as frozen values: parsed (and cached) once, then asked for the next tick many times.
 
-Grammar, DST rules and the engine choice (cronsim; the evidence against croniter) are in docs/schedules.md.
-In short: cron expressions are validated here with precise messages, then iterated by cronsim; fixed-time
-jobs (minute and hour fields not starting with ``*``) follow the wall clock with Debian cron's DST rules,
-which this module applies itself; all other jobs follow real time. ``@every d`` ticks at ``anchor + k*d``.
+Grammar, DST rules and the engine choice are in docs/schedules.md. Cron expressions are validated by
+``cronexpr``, iterated by cronsim on wall-clock times and mapped to instants by ``wallclock`` (Debian cron's
+rules: fixed-time jobs follow the wall clock, others real time). ``@every d`` ticks at ``anchor + k*d``.
 
 All instants in and out are timezone-aware; results are UTC and whole seconds.
 """
@@ -15,62 +14,36 @@ from abc import ABC, abstractmethod
 from bisect import bisect_right
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
-from typing import NamedTuple, cast
+from typing import NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
 
+from etcdcron.cronexpr import MACROS, MAX_EXPR_LEN, bad, canonical, clean
 from etcdcron.durations import format_duration, parse_duration
 from etcdcron.errors import ValidationError
+from etcdcron.wallclock import next_tick, parse
+
+__all__ = [
+    "EPOCH",
+    "MACROS",
+    "MAX_EXPR_LEN",
+    "CronSchedule",
+    "EverySchedule",
+    "Schedule",
+    "count_ticks",
+    "parse_schedule",
+    "ticks_between",
+    "zone_of",
+]
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 """Where ``@every`` ticks are anchored when the caller gives no anchor."""
-
-MAX_EXPR_LEN = 256
-"""Longer expressions are rejected: nothing sensible needs more, and parsing cost stays bounded."""
-
-MACROS: dict[str, str] = {
-    "@yearly": "0 0 1 1 *",
-    "@annually": "0 0 1 1 *",
-    "@monthly": "0 0 1 * *",
-    "@weekly": "0 0 * * 0",
-    "@daily": "0 0 * * *",
-    "@midnight": "0 0 * * *",
-    "@hourly": "0 * * * *",
-    "@minutely": "* * * * *",
-    "@secondly": "* * * * * *",
-}
 
 _WINDOW = 32
 """Consecutive ticks a cron schedule remembers: the many jobs sharing a schedule ask about the same ticks."""
 
 _US = timedelta(microseconds=1)
-_SECOND = timedelta(seconds=1)
-_EPOCH_NAIVE = datetime(1970, 1, 1)
-_DAYS_IN_MONTH = (0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)  # a February 29th exists in some years
-
-
-class _Field(NamedTuple):
-    name: str
-    lo: int
-    hi: int
-    names: tuple[str, ...] = ()  # symbolic values, the first meaning ``lo``
-
-
-_FIELDS = (
-    _Field("second", 0, 59),
-    _Field("minute", 0, 59),
-    _Field("hour", 0, 23),
-    _Field("day-of-month", 1, 31),
-    _Field(
-        "month", 1, 12, ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
-    ),
-    _Field("day-of-week", 0, 7, ("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT")),  # 7 is Sunday too
-)
-
-
-def _bad(reason: str) -> ValidationError:
-    return ValidationError("schedule", reason)
 
 
 def _require_aware(t: datetime) -> None:
@@ -118,17 +91,18 @@ class _Window(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class CronSchedule(Schedule):
-    """A cron expression in a time zone, iterated by cronsim.
+    """A cron expression in a time zone.
 
-    ``next_after`` answers from a small window of remembered consecutive ticks if it can (~1.5 µs), else asks
-    cronsim (~45-100 µs, a third of it cronsim re-parsing the expression). Jobs sharing a schedule mostly ask
-    about the same ticks, so a member restarting with 330k jobs pays ~3 µs per job (docs/schedules.md). The
-    window is replaced as a whole, so concurrent callers at worst recompute a tick.
+    ``next_after`` answers from a small window of remembered consecutive ticks if it can (~1.5 µs), else
+    computes the tick (``wallclock.next_tick``, ~20-45 µs, most of it cronsim). Jobs sharing a schedule mostly
+    ask about the same ticks, so a member restarting with 330k jobs pays ~3 µs per job (docs/schedules.md).
+    The window is replaced as a whole, so concurrent callers at worst recompute a tick.
     """
 
-    cron: str  # the validated 6-field form cronsim reads (seconds first, names as numbers)
+    cron: str  # the validated 6-field form cronsim reads (seconds first, names as numbers, steps spelled out)
     zone: tzinfo
-    wall_clock: bool  # a fixed-time job: Debian cron's DST rules apply (see _next_wall_clock)
+    fixed_time: bool  # neither minute nor hour starts with '*': Debian cron's DST rules apply (wallclock)
+    parsed: CronSim = field(compare=False, hash=False, repr=False)  # wallclock.parse(cron)
     _window: _Window | None = field(default=None, init=False, compare=False, hash=False, repr=False)
 
     def next_after(self, t: datetime) -> datetime | None:
@@ -141,61 +115,11 @@ class CronSchedule(Schedule):
         # the second pass through a repeated hour; the zone conversion sets fold itself.
         utc = t.astimezone(UTC).replace(fold=0)
         try:
-            nxt = self._next_wall_clock(utc) if self.wall_clock else self._next_real_time(utc)
+            nxt = next_tick(self.parsed, self.zone, self.fixed_time, utc)
         except (StopIteration, OverflowError):  # cronsim gives up after 50 years; or past datetime.max
             return None
         object.__setattr__(self, "_window", _grow(win, key, nxt))
         return nxt
-
-    def _next_real_time(self, t: datetime) -> datetime:
-        """Wildcard jobs fire at every instant whose local wall time matches: each real hour once, and a wall
-        time that is skipped (spring forward) is skipped."""
-        tick: datetime = next(CronSim(self.cron, t.astimezone(self.zone)))
-        return tick.astimezone(UTC)
-
-    def _next_wall_clock(self, t: datetime) -> datetime:
-        """Fixed-time jobs, as Debian cron: a repeated wall time fires once (its first occurrence); a skipped
-        one fires when the gap ends."""
-        zone = self.zone
-        local = t.astimezone(zone)
-        wall = local.replace(tzinfo=None, fold=0)
-        if local.fold:
-            # ``t`` is in the second pass through a repeated period, whose wall times all fired in the first
-            # pass: search on from the period's last second (the transition is at most one shift before t).
-            before, after = _offset(zone, wall), _offset(zone, local)
-            now = (t - EPOCH) // _SECOND
-            shift = _transition(zone, now - (before - after) // _SECOND, now)
-            wall = _EPOCH_NAIVE + shift * _SECOND + before - _SECOND
-        return _instant(zone, next(CronSim(self.cron, wall)))
-
-
-def _offset(zone: tzinfo, dt: datetime) -> timedelta:
-    return cast(timedelta, zone.utcoffset(dt))
-
-
-def _instant(zone: tzinfo, wall: datetime) -> datetime:
-    """When a fixed-time job due at naive wall time ``wall`` fires: its first occurrence, or the gap's end."""
-    before = _offset(zone, wall)  # fold=0: the offset in force before a transition at ``wall``
-    after = _offset(zone, wall.replace(fold=1))
-    if before >= after:  # an ordinary or repeated wall time
-        return (wall - before).replace(tzinfo=UTC)
-    # Skipped: the transition lies in (wall - after, wall - before].
-    shift = _transition(
-        zone, (wall - after - _EPOCH_NAIVE) // _SECOND, (wall - before - _EPOCH_NAIVE) // _SECOND
-    )
-    return datetime.fromtimestamp(shift, UTC)
-
-
-def _transition(zone: tzinfo, lo: int, hi: int) -> int:
-    """The first second in (lo, hi] (epoch seconds) whose UTC offset differs from lo's; there must be one."""
-    before = datetime.fromtimestamp(lo, zone).utcoffset()
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if datetime.fromtimestamp(mid, zone).utcoffset() == before:
-            lo = mid
-        else:
-            hi = mid
-    return hi
 
 
 def _grow(win: _Window | None, key: int, nxt: datetime) -> _Window:
@@ -221,163 +145,70 @@ def parse_schedule(expr: str, time_zone: str = "UTC", *, anchor: datetime | None
     truncated to whole seconds; without one they are anchored at the Unix epoch. Cron schedules are cached by
     (expr, time_zone), so the many jobs sharing an expression share one value and its tick window.
     """
-    text = expr.strip()
-    words = text.split(maxsplit=1)
-    if words and words[0].lower() == "@every":
-        interval = _every_interval(text)
-        zone_of(time_zone)
-        if anchor is None:
-            anchor = EPOCH
-        _require_aware(anchor)
-        return EverySchedule(text, time_zone, interval, anchor.astimezone(UTC).replace(microsecond=0))
-    return _parse_cron(text, time_zone)
+    parsed = _parse(expr, time_zone)
+    if isinstance(parsed, CronSchedule):
+        return parsed
+    text, interval = parsed
+    if anchor is None:
+        anchor = EPOCH
+    _require_aware(anchor)
+    return EverySchedule(text, time_zone, interval, anchor.astimezone(UTC).replace(microsecond=0))
 
 
 # Large enough that every distinct (expression, zone) of a big pool stays shared: jobs hold their schedule
 # anyway, and an evicted one would be parsed again per job, each copy with its own tick window (memory and
-# ~100 µs of CPU per job; the 1M-job benchmark with 11,520 distinct schedules showed it).
+# ~100 µs of CPU per job; the 1M-job benchmark with 11,520 distinct schedules showed it). Keyed by the text
+# as given: a member loading a million jobs asks about each twice, and a hit must cost nothing more.
+@functools.lru_cache(maxsize=1 << 17)
+def _parse(expr: str, time_zone: str) -> CronSchedule | tuple[str, timedelta]:
+    """A cron schedule (one value for every spelling of an expression), or ``@every``'s text and interval."""
+    text = clean(expr)
+    words = text.split(maxsplit=1)
+    if words and words[0].lower() == "@every":  # any case, like the other macros
+        interval = _every_interval(text)
+        zone_of(time_zone)
+        return text, interval
+    return _parse_cron(text, time_zone)
+
+
 @functools.lru_cache(maxsize=1 << 17)
 def _parse_cron(text: str, time_zone: str) -> CronSchedule:
-    cron, wall_clock = _canonical(text)
+    cron, fixed_time = canonical(text)
     zone = zone_of(time_zone)
-    try:  # parsing above is stricter than cronsim; this keeps "parsed" meaning "cronsim will not raise"
-        CronSim(cron, EPOCH)
+    try:  # validation is stricter than cronsim; this keeps "parsed" meaning "cronsim will not raise"
+        parsed = parse(cron)
     except CronSimError as e:
-        raise _bad(f"{text!r} rejected by the cron engine: {e}") from None
-    return CronSchedule(text, time_zone, cron, zone, wall_clock)
+        raise bad(f"{text!r} rejected by the cron engine: {e}") from None
+    return CronSchedule(text, time_zone, cron, zone, fixed_time, parsed)
 
 
-@functools.lru_cache(maxsize=1024)
 def _every_interval(text: str) -> timedelta:
     rest = text[6:].strip()
     if not rest:
-        raise _bad("@every needs a duration, e.g. '@every 90s'")
+        raise bad("@every needs a duration, e.g. '@every 90s'")
+    if rest.isascii() and rest.isdigit():  # Go's time.ParseDuration rejects it too: seconds? minutes?
+        raise bad(f"@every duration {rest!r} has no unit (write e.g. {rest}s)")
     try:
         interval = parse_duration(rest, "schedule")
     except ValidationError as e:
-        raise _bad(f"@every duration: {e.reason}") from None
+        raise bad(f"@every duration: {e.reason}") from None
     if interval < timedelta(seconds=1):
-        raise _bad(f"@every interval must be at least 1s, got {rest!r}")
+        raise bad(f"@every interval must be at least 1s, got {rest!r}")
     if interval % timedelta(seconds=1):
-        raise _bad(
-            f"@every interval must be a whole number of seconds, got {rest!r} ({format_duration(interval)})"
-        )
+        exact = format_duration(interval)
+        raise bad(f"@every interval must be a whole number of seconds, got {rest!r} ({exact})")
     return interval
 
 
 @functools.lru_cache(maxsize=1024)
 def zone_of(time_zone: str) -> tzinfo:
-    """The tzinfo for an IANA name. UTC maps to ``datetime.UTC``: cronsim iterates it without conversions."""
+    """The tzinfo for an IANA name. UTC maps to ``datetime.UTC``: its wall clock is the instant itself."""
     if time_zone in ("UTC", "Etc/UTC"):
         return UTC
     try:
         return ZoneInfo(time_zone)
     except (ZoneInfoNotFoundError, ValueError):  # ValueError: not a valid key at all (e.g. a path)
         raise ValidationError("time_zone", f"unknown time zone {time_zone!r}") from None
-
-
-def _canonical(text: str) -> tuple[str, bool]:
-    """Validate a cron expression or macro: its 6-field form for cronsim, and whether it is fixed-time."""
-    if not text:
-        raise _bad("must not be empty")
-    if len(text) > MAX_EXPR_LEN:
-        raise _bad(f"must be at most {MAX_EXPR_LEN} characters, got {len(text)}")
-    prefix = text.split("=", 1)[0].upper()
-    if "=" in text and prefix in ("CRON_TZ", "TZ"):
-        raise _bad(f"{prefix}= prefixes are not supported; set time_zone instead")
-    if text.startswith("@"):
-        macro = MACROS.get(text.lower())
-        if macro is None:
-            raise _bad(f"unknown macro {text!r} (known: {', '.join(MACROS)}, @every <duration>)")
-        text = macro
-    parts = text.split()
-    if len(parts) not in (5, 6):
-        raise _bad(
-            "expected 5 fields (minute hour day-of-month month day-of-week) "
-            f"or 6 (second minute hour day-of-month month day-of-week), got {len(parts)}"
-        )
-    skip = 6 - len(parts)  # a 5-field expression has no seconds field
-    fields = [_parse_field(part, pos, _FIELDS[pos - 1 + skip]) for pos, part in enumerate(parts, 1)]
-    canon = ["0"] * skip + [c for c, _ in fields]
-    dom, month, dow = fields[-3], fields[-2], fields[-1]
-    # Vixie/Debian: day-of-month and day-of-week are ANDed if either starts with '*', else ORed.
-    day_and = dom[0].startswith("*") or dow[0].startswith("*")
-    if day_and and dom[1] is not None and month[1] is not None:
-        first_day = min(dom[1])
-        if first_day > max(_DAYS_IN_MONTH[m] for m in month[1]):
-            raise _bad(
-                f"field {len(parts) - 2} (day-of-month) day {first_day} never occurs in the selected months"
-            )
-    wall_clock = not parts[-5].startswith("*") and not parts[-4].startswith("*")
-    return " ".join(canon), wall_clock
-
-
-def _parse_field(text: str, pos: int, spec: _Field) -> tuple[str, frozenset[int] | None]:
-    """One field: its cronsim form, and the plain numbers it selects (None if it uses L, LW or #)."""
-    where = f"field {pos} ({spec.name})"
-    if text == "?":
-        if spec.name not in ("day-of-month", "day-of-week"):
-            raise _bad(f"{where} '?' is only allowed in day-of-month and day-of-week")
-        text = "*"
-    canon: list[str] = []
-    values: set[int] | None = set()
-    for item in text.split(","):
-        if not item:
-            raise _bad(f"{where} has an empty list item in {text!r}")
-        c, v = _parse_item(item, where, spec)
-        canon.append(c)
-        values = None if values is None or v is None else values | v
-    return ",".join(canon), None if values is None else frozenset(values)
-
-
-def _parse_item(item: str, where: str, spec: _Field) -> tuple[str, frozenset[int] | None]:
-    upper = item.upper()
-    if spec.name == "day-of-month" and upper in ("L", "LW"):
-        return upper, None
-    if spec.name == "day-of-week" and "#" in item:
-        day, _, nth = item.partition("#")
-        if not (_is_uint(nth) and 1 <= int(nth) <= 5):
-            raise _bad(f"{where} '#' must be followed by an occurrence 1-5, got {item!r}")
-        return f"{_value(day, item, where, spec)}#{int(nth)}", None
-    if spec.name == "day-of-week" and upper.endswith("L"):
-        return f"{_value(item[:-1], item, where, spec)}L", None
-    base, slash, step_text = item.partition("/")
-    if base == "*":
-        lo, hi, canon = spec.lo, spec.hi, "*"
-    elif "-" in base:
-        first, _, last = base.partition("-")
-        lo, hi = _value(first, item, where, spec), _value(last, item, where, spec)
-        if hi < lo:
-            raise _bad(f"{where} range {base!r} is reversed ({lo} > {hi})")
-        canon = f"{lo}-{hi}"
-    else:
-        lo = _value(base, item, where, spec)
-        hi = spec.hi if slash else lo  # "5/15" means from 5 to the end, every 15
-        canon = str(lo)
-    if not slash:
-        return canon, frozenset(range(lo, hi + 1))
-    span = spec.hi - spec.lo + 1
-    if not (_is_uint(step_text) and 1 <= int(step_text) <= span):
-        raise _bad(f"{where} step {step_text!r} in {item!r} must be a number from 1 to {span}")
-    step = int(step_text)
-    return f"{canon}/{step}", frozenset(range(lo, hi + 1, step))
-
-
-def _value(token: str, item: str, where: str, spec: _Field) -> int:
-    if token.upper() in spec.names:
-        return spec.lo + spec.names.index(token.upper())
-    if not token:
-        raise _bad(f"{where} is missing a value in {item!r}")
-    if not _is_uint(token):
-        raise _bad(f"{where} {token!r} is not a number{' or name' if spec.names else ''}")
-    value = int(token)
-    if not spec.lo <= value <= spec.hi:
-        raise _bad(f"{where} value {value} out of range {spec.lo}-{spec.hi}")
-    return value
-
-
-def _is_uint(s: str) -> bool:
-    return s.isascii() and s.isdigit()
 
 
 # -- catch-up helpers ---------------------------------------------------------------------------------------

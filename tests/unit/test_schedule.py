@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
 import pytest
+import schedule_oracle as oracle
 from cronsim import CronSim
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
@@ -22,6 +23,7 @@ from etcdcron.schedule import (
     ticks_between,
     zone_of,
 )
+from etcdcron.wallclock import _walls, parse
 
 
 def at(iso: str) -> datetime:
@@ -194,7 +196,88 @@ DST_CASES = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize("case", DST_CASES, ids=[c.id for c in DST_CASES])
+# -- issue 8: each bug's reproduction, and the rules docs/schedules.md now states ------------------------
+
+LH, CHATHAM, PYONGYANG = "Australia/Lord_Howe", "Pacific/Chatham", "Asia/Pyongyang"
+APIA, CASEY = "Pacific/Apia", "Antarctica/Casey"
+ISSUE_8_CASES = [
+    # A. A one-value range with a step is that value, in UTC too (cronsim read "5-5/15" as "from 5").
+    DstCase("a-minute-5-5/15", "UTC", "5-5/15 * * * *", "2024-07-11T10:07Z", "2024-07-11T12:10Z", (
+        "2024-07-11T11:05Z", "2024-07-11T12:05Z",
+    )),
+    DstCase("a-weekday-5-5/2", "UTC", "0 0 * * 5-5/2", "2026-05-01T00:00Z", "2026-05-16T00:00Z", (
+        "2026-05-08T00:00Z", "2026-05-15T00:00Z",  # Fridays only, no Sundays
+    )),
+    DstCase("a-month-8-8/2", "UTC", "0 0 1 8-8/2 *", "2026-08-01T00:00Z", "2027-08-01T00:00Z", (
+        "2027-08-01T00:00Z",  # not October or December
+    )),
+    # B. Real-time jobs keep every tick across 30-minute and other non-hour shifts.
+    DstCase("b-lordhowe-spring-3h", LH, "0 */3 * * *", "2019-10-06T01:43+10:30", "2019-10-06T06:00+11:00", (
+        "2019-10-06T03:00+11:00", "2019-10-06T06:00+11:00",
+    )),
+    DstCase("b-lordhowe-fall-41", LH, "41 * * * *", "2019-04-07T00:00+11:00", "2019-04-07T03:00+10:30", (
+        "2019-04-07T00:41+11:00", "2019-04-07T01:41+11:00",
+        "2019-04-07T01:41+10:30", "2019-04-07T02:41+10:30",
+    )),
+    DstCase("b-chatham-fall-15", CHATHAM, "*/15 3 * * *",
+            "2022-04-03T02:00+13:45", "2022-04-03T05:00+12:45", (
+        "2022-04-03T03:00+13:45", "2022-04-03T03:15+13:45", "2022-04-03T03:30+13:45",
+        "2022-04-03T03:00+12:45", "2022-04-03T03:15+12:45",
+        "2022-04-03T03:30+12:45", "2022-04-03T03:45+12:45",
+    )),
+    DstCase("b-pyongyang-2015-fold", PYONGYANG, "41 * * * *",
+            "2015-08-14T22:00+09:00", "2015-08-15T00:50+08:30", (
+        "2015-08-14T22:41+09:00", "2015-08-14T23:41+09:00",
+        "2015-08-14T23:41+08:30", "2015-08-15T00:41+08:30",
+    )),
+    DstCase("b-pyongyang-2018-gap", PYONGYANG, "0 * * * *",
+            "2018-05-04T22:30+08:30", "2018-05-05T01:00+09:00", (
+        "2018-05-04T23:00+08:30", "2018-05-05T00:00+09:00", "2018-05-05T01:00+09:00",
+    )),
+    # C. Never a tick at or before the query (here: asked in the second pass of Chatham's repeated hour).
+    DstCase("c-chatham-second-pass", CHATHAM, "*/30 3 * * *",
+            "2022-04-03T02:51:14+12:45", "2022-04-03T04:00+12:45", (
+        "2022-04-03T03:00+12:45", "2022-04-03T03:30+12:45",
+    )),
+    # D. A skipped midnight is not run by real-time jobs, and 01:00 is not a time "0 */6" names.
+    DstCase("d-cairo-friday", "Africa/Cairo", "0 */6 * * 5",
+            "2025-04-24T12:00+02:00", "2025-04-25T13:00+03:00", (
+        "2025-04-25T06:00+03:00", "2025-04-25T12:00+03:00",
+    )),
+    DstCase("d-havana-sunday", "America/Havana", "0 */6 * * 0",
+            "2026-03-07T12:00-05:00", "2026-03-08T13:00-04:00", (
+        "2026-03-08T06:00-04:00", "2026-03-08T12:00-04:00",
+    )),
+    DstCase("d-sao-paulo-sunday", "America/Sao_Paulo", "0 */6 * * 0",
+            "2018-11-03T12:00-03:00", "2018-11-04T13:00-02:00", (
+        "2018-11-04T06:00-02:00", "2018-11-04T12:00-02:00",
+    )),
+    # A fixed time skipped by a gap that crosses midnight fires when the gap ends, on the next local day.
+    DstCase("pyongyang-2018-fixed", PYONGYANG, "45 23 * * *",
+            "2018-05-03T12:00+08:30", "2018-05-06T12:00+09:00", (
+        "2018-05-03T23:45+08:30", "2018-05-05T00:00+09:00", "2018-05-05T23:45+09:00",
+    )),
+    # A 2-hour gap is still DST: the skipped fixed time fires when it ends.
+    DstCase("troll-2h-gap", "Antarctica/Troll", "30 2 * * *", "2026-03-28T12:00Z", "2026-03-30T12:00+02:00", (
+        "2026-03-29T03:00+02:00", "2026-03-30T02:30+02:00",
+    )),
+    # Changes of 3 hours or more are clock corrections (Debian): fixed-time jobs follow real time across them.
+    DstCase("apia-2011-day-skipped", APIA, "0 9 * * *", "2011-12-28T12:00-10:00", "2012-01-01T12:00+14:00", (
+        "2011-12-29T09:00-10:00", "2011-12-31T09:00+14:00", "2012-01-01T09:00+14:00",
+    )),
+    DstCase("apia-2011-midnight", APIA, "0 0 * * *", "2011-12-28T12:00-10:00", "2011-12-31T12:00+14:00", (
+        "2011-12-29T00:00-10:00", "2011-12-31T00:00+14:00",
+    )),
+    DstCase("casey-2009-3h-gap", CASEY, "30 3 * * *", "2009-10-17T12:00Z", "2009-10-19T12:00Z", (
+        "2009-10-19T03:30+11:00",
+    )),
+    DstCase("casey-2010-3h-fold", CASEY, "30 0 * * *", "2010-03-04T12:00Z", "2010-03-05T12:00Z", (
+        "2010-03-05T00:30+11:00", "2010-03-05T00:30+08:00",
+    )),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", DST_CASES + ISSUE_8_CASES, ids=[c.id for c in DST_CASES + ISSUE_8_CASES])
 def test_dst(case: DstCase) -> None:
     schedule = parse_schedule(case.expr, case.zone)
     expected = [at(x) for x in case.expected]
@@ -221,7 +304,8 @@ DST_ZONES = [
 @pytest.mark.parametrize("zone", DST_ZONES)
 @pytest.mark.parametrize("expr", ["30 1 * * *", "30 2 * * *", "0 0 * * *", "0 30 1 * * *"])
 def test_fixed_time_fires_once_every_local_day(zone: str, expr: str) -> None:
-    """Debian cron: neither the repeated nor the skipped hour costs a fixed-time job a run, or adds one."""
+    """Debian cron: neither the repeated nor the skipped hour costs a fixed-time job a run, or adds one.
+    (Once per local day holds in these zones; a gap across midnight can move a tick: pyongyang-2018.)"""
     tz = zone_of(zone)
     dates = [t.astimezone(tz).date() for t in ticks_between(parse_schedule(expr, zone), *YEAR, 1000)]
     assert len(dates) == len(set(dates))
@@ -272,6 +356,22 @@ def test_hourly_follows_real_time_all_year(zone: str) -> None:
         # ...and ANDed if one does: odd days that are Fridays.
         ("0 0 */2 * FRI", "2026-03-01T00:00:00Z", ["2026-03-13 00:00:00", "2026-03-27 00:00:00"]),
         ("  0   12 * * *  ", "2026-05-05T10:00:00Z", ["12:00:00", "2026-05-06 12:00:00"]),
+        ("0\t12 * *\t*\n", "2026-05-05T10:00:00Z", ["12:00:00", "2026-05-06 12:00:00"]),  # tabs separate too
+        # Neither day field starts with '*', so they are ORed: February 31st never comes, Sundays do.
+        (
+            "0 0 31 2 0",
+            "2026-01-31T00:00:00Z",
+            [f"2026-02-{d:02} 00:00:00" for d in (1, 8, 15, 22)] + ["2027-02-07 00:00:00"],
+        ),
+        # A day-of-week step runs to the end of the field, 7 (Sunday): MON/2 is Mon, Wed, Fri, Sun.
+        (
+            "0 0 * * MON/2",
+            "2026-05-04T00:00:00Z",  # a Monday
+            ["2026-05-06 00:00:00", "2026-05-08 00:00:00", "2026-05-10 00:00:00", "2026-05-11 00:00:00"],
+        ),
+        ("0 0 * * 6/1", "2026-05-04T00:00:00Z", ["2026-05-09 00:00:00", "2026-05-10 00:00:00"]),  # Sat, Sun
+        ("0 0 * * */3", "2026-05-04T00:00:00Z", ["2026-05-06 00:00:00", "2026-05-09 00:00:00"]),  # 0,3,6
+        ("0 0 * * 1-7/3", "2026-05-04T00:00:00Z", ["2026-05-07 00:00:00", "2026-05-10 00:00:00"]),  # 1,4,7
     ],
 )
 def test_grammar(expr: str, after: str, expected: list[str]) -> None:
@@ -339,6 +439,12 @@ KNOWN_MACROS = ", ".join([*MACROS, "@every <duration>"])
         ("@every 1.5s", "@every interval must be a whole number of seconds, got '1.5s' (1s500ms)"),
         ("@every 5x", "@every duration: unknown unit 'x' in '5x' (use ns, us, ms, s, m, h, d)"),
         ("@every -5s", "@every duration: must not be negative, got '-5s'"),
+        ("@every 5400", "@every duration '5400' has no unit (write e.g. 5400s)"),  # as Go's ParseDuration
+        ("@EVERY 90", "@every duration '90' has no unit (write e.g. 90s)"),
+        ("0\u00a00 * * *", "contains U+00A0 (NO-BREAK SPACE); separate fields with spaces or tabs"),
+        ("0 0\u2003* * *", "contains U+2003 (EM SPACE); separate fields with spaces or tabs"),
+        ("0 0\n* * *", "contains U+000A; separate fields with spaces or tabs"),
+        ("@every\u00a090s", "contains U+00A0 (NO-BREAK SPACE); separate fields with spaces or tabs"),
         ("CRON_TZ=UTC 0 0 * * *", "CRON_TZ= prefixes are not supported; set time_zone instead"),
         ("TZ=Europe/London 0 0 * * *", "TZ= prefixes are not supported; set time_zone instead"),
         ("1," * 200 + "1 * * * *", "must be at most 256 characters, got 409"),
@@ -436,9 +542,16 @@ def test_every_ticks_from_the_anchor() -> None:
 def test_every_is_the_same_on_every_member() -> None:
     anchor = at("2026-01-01T00:00:07Z")
     a = parse_schedule("@every 1h30m", anchor=anchor)
-    b = parse_schedule(" @EVERY 5400 ", "Asia/Kolkata", anchor=anchor.astimezone(zone_of("Asia/Kolkata")))
+    b = parse_schedule(" @EVERY 5400s ", "Asia/Kolkata", anchor=anchor.astimezone(zone_of("Asia/Kolkata")))
     t = at("2026-03-08T06:59:59Z")
     assert a.next_after(t) == b.next_after(t) == at("2026-03-08T07:30:07Z")
+
+
+@pytest.mark.parametrize("expr", ["@every 90s", "@EVERY 90s", "@Every 1m30s", "\t@every   90s\n"])
+def test_every_is_case_insensitive_like_the_other_macros(expr: str) -> None:
+    s = parse_schedule(expr)
+    assert isinstance(s, EverySchedule)
+    assert s.interval == timedelta(seconds=90)
 
 
 def test_every_defaults_to_the_epoch_anchor() -> None:
@@ -497,6 +610,10 @@ PROPERTY_ZONES = [
     "Atlantic/Azores",
     "Asia/Beirut",
     "Africa/Casablanca",
+    PYONGYANG,
+    "Africa/Cairo",
+    APIA,
+    CASEY,
 ]
 PROPERTY_EXPRS = [
     "30 1 * * *", "0 2 * * *", "*/15 * * * *", "0 * * * *", "*/2 * * * * *", "0 0 * * *", "15 30 2 * * *",
@@ -505,7 +622,7 @@ PROPERTY_EXPRS = [
 ]  # fmt: skip
 instants = st.datetimes(datetime(2020, 1, 1), datetime(2035, 1, 1), timezones=st.just(UTC))
 # Most DST trouble is within hours of a transition: aim there too.
-near_transitions = st.sampled_from([c.after for c in DST_CASES]).flatmap(
+near_transitions = st.sampled_from([c.after for c in DST_CASES + ISSUE_8_CASES]).flatmap(
     lambda iso: st.integers(-6 * 3600, 6 * 3600).map(lambda s: at(iso) + timedelta(seconds=s))
 )
 # Callers may pass any aware datetime: local ones, with either fold, even imaginary wall times.
@@ -600,11 +717,37 @@ cron_texts = st.tuples(
 @settings(max_examples=400, deadline=None)
 @given(cron_texts, st.booleans(), instants)
 def test_any_expression_is_rejected_cleanly_or_works(text: str, six: bool, t: datetime) -> None:
+    """Rejected: with a reason naming the field (never cronsim's own complaint), whatever the zone.
+    Accepted: the next tick is later and, in UTC, a second the expression names."""
     expr = text if six else text.split(" ", 1)[1]
     try:
         s = parse_schedule(expr, NY)
     except ValidationError as e:
         assert e.field == "schedule"
-        return
-    tick = s.next_after(t)
-    assert tick is None or tick > t
+        assert e.reason.startswith("field "), e.reason
+        with pytest.raises(ValidationError) as utc:
+            parse_schedule(expr)
+        assert utc.value.reason == e.reason
+    else:
+        tick = s.next_after(t)
+        assert tick is None or tick > t
+        utc_tick = parse_schedule(expr).next_after(t)
+        assert utc_tick is None or utc_tick > t
+        if utc_tick is not None and not any(c in expr.upper() for c in "L#?MON"):  # the oracle's grammar
+            assert oracle.parse(expr).matches(utc_tick.replace(tzinfo=None)), (expr, utc_tick)
+
+
+@pytest.mark.parametrize(
+    "expr", ["*/2 * * * * *", "0 30 2 * * *", "0 0 9 * * 1-5", "0 0 0 L * *", "0 0 0 * * 5#2"]
+)
+def test_cronsim_resumes_from_a_copy_of_its_parsed_expression(expr: str) -> None:
+    """wallclock parses each expression once and starts every search from a copy of it, moved to the
+    start: the copies iterate as freshly parsed CronSims and leave the parsed one as it was."""
+    parsed = parse(expr)
+    state = dict(vars(parsed))
+    for start in (datetime(2026, 3, 8, 1, 59, 59), datetime(2026, 11, 1, 1, 30, 0, 9), datetime(2028, 2, 28)):
+        copied, fresh_iter = _walls(parsed, start), CronSim(expr, start)
+        assert [next(copied) for _ in range(5)] == [next(fresh_iter) for _ in range(5)]
+    assert vars(parsed) == state
+    assert isinstance(parsed.days, frozenset)  # and shared between expressions
+    assert parsed.days is parse(expr.replace("0 ", "1 ", 1)).days
