@@ -23,8 +23,15 @@ def etcd_server() -> Iterator[LocalEtcd]:
 
 @pytest.fixture
 def etcd_cluster(tmp_path: Path) -> Iterator[LocalEtcdCluster]:
-    cluster = LocalEtcdCluster(3, tmp_path / "etcd-cluster", die_with_parent=True)
-    cluster.start()
+    for attempt in range(3):  # free ports are picked ahead: another process may take one meanwhile
+        cluster = LocalEtcdCluster(3, tmp_path / f"etcd-cluster-{attempt}", die_with_parent=True)
+        try:
+            cluster.start()
+            break
+        except RuntimeError:
+            cluster.cleanup()
+            if attempt == 2:
+                raise
     try:
         yield cluster
     finally:
