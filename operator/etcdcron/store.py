@@ -11,7 +11,7 @@ import math
 import re
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from etcdcron import etcd
@@ -65,7 +65,6 @@ class PartitionSnapshot:
     jobs: Sequence[KeyValue]
     cursors: dict[bytes, KeyValue]  # job key -> its cursor's key-value
     inflight: Sequence[KeyValue] = ()  # unsettled firings
-    history: dict[bytes, KeyValue] = field(default_factory=dict)  # job key -> its history
     requests: Sequence[KeyValue] = ()  # run-now requests, done or not
 
 
@@ -293,8 +292,8 @@ class JobStore:
         return deleted
 
     async def read_partition(self, partition: int) -> PartitionSnapshot:
-        """Every job of one partition with its cursor, unsettled firings, history and run-now requests,
-        read page by page at a single revision."""
+        """Every job of one partition with its cursor, unsettled firings and run-now requests, read page
+        by page at a single revision (histories are read when a job first settles a firing)."""
         jobs_prefix = self.keys.jobs_of_partition(partition)
         jobs: list[KeyValue] = []
         revision = 0
@@ -312,12 +311,10 @@ class JobStore:
             return {jobs_prefix + kv.key[len(prefix) :]: kv for kv in kvs}
 
         cursors_prefix = self.keys.cursors_of_partition(partition)
-        history_prefix = self.keys.history_of_partition(partition)
         return PartitionSnapshot(
             revision,
             jobs,
             by_job(cursors_prefix, await read(cursors_prefix)),
             await read(self.keys.inflight_of_partition(partition)),
-            by_job(history_prefix, await read(history_prefix)),
             await read(self.keys.requests_of_partition(partition)),
         )

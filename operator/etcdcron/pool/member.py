@@ -98,7 +98,7 @@ class Member:
         )
         self.table.on_removed += [
             self.deliveries.forget,
-            lambda p: self.settlements.forget(keys.jobs_of_partition(p)),
+            self.settlements.forget,
         ]
         self.fire_loop = FireLoop(
             client,

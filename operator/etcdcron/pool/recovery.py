@@ -1,6 +1,6 @@
 """What a member finds in a partition it loads besides the jobs: firings another member (or an earlier
-life of this one) left unsettled, which it delivers again with the same ``firing.key``; job histories,
-which it goes on appending to; and run-now requests not yet served, which it serves.
+life of this one) left unsettled, which it delivers again with the same ``firing.key``, and run-now
+requests and backfills not yet served, which it serves.
 
 A firing whose job was replaced or deleted before it was settled is dropped (reported once): the version
 it belonged to is gone. A final run's firing carries its job's spec, so it survives the job's removal.
@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable
 
 from etcdcron import etcd
-from etcdcron.decode import BadEntryError, decode_history, decode_inflight, decode_job, decode_request
+from etcdcron.decode import BadEntryError, decode_inflight, decode_job, decode_request
 from etcdcron.errors import EtcdUnavailableError
 from etcdcron.etcd import EtcdClient, KeyValue
 from etcdcron.firing import BACKFILL, MANUAL, Firing, InFlight, RunRequest, from_ms
@@ -76,13 +76,6 @@ class Recovery:
 
     async def restore(self, p: int, snapshot: PartitionSnapshot) -> None:
         specs = {kv.key: kv for kv in snapshot.jobs}
-        for spec_key, kv in snapshot.history.items():
-            try:
-                job_id, entries = decode_history(kv.key, kv.value)
-            except BadEntryError as e:
-                self.reporter.bad_entry(e, kv.mod_revision)
-                continue
-            self.settlements.loaded(spec_key, job_id, entries)
         for kv in snapshot.inflight:
             # Ours in progress, or settled here with the acknowledgement not yet written: not again.
             settling = self.settlements.settling(p, kv.key, snapshot.revision)

@@ -10,14 +10,14 @@ import asyncio
 import collections
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 from etcdcron import etcd, metrics
 from etcdcron.errors import EtcdUnavailableError
 from etcdcron.etcd import EtcdClient, RequestOp
-from etcdcron.firing import HISTORY_LENGTH, HistoryEntry, history_json
+from etcdcron.firing import HistoryEntry
 from etcdcron.keys import Keys
 from etcdcron.pool.commit import TXN_LIMIT
+from etcdcron.pool.history import HistoryBook
 from etcdcron.pool.reporting import Reporter
 
 log = logging.getLogger("etcdcron.pool")
@@ -28,12 +28,6 @@ RETRY_SECONDS = 0.5
 WRITTEN_MAX = 100_000
 
 
-@dataclass(slots=True)
-class JobHistory:
-    job_id: str
-    entries: list[HistoryEntry]
-
-
 class Settlements:
     def __init__(
         self, client: EtcdClient, keys: Keys, fences: Callable[[], dict[int, int]], reporter: Reporter
@@ -42,7 +36,7 @@ class Settlements:
         self.keys = keys
         self.fences = fences
         self.reporter = reporter
-        self.histories: dict[bytes, JobHistory] = {}  # spec key -> history, for owned partitions
+        self.history = HistoryBook(client, keys, reporter)
         self._ops: dict[int, dict[bytes, RequestOp]] = {}  # partition -> key -> its latest write
         self._in_transit: set[bytes] = set()  # keys of writes on their way to etcd
         self._transit_by_partition: collections.Counter[int] = collections.Counter()
@@ -62,21 +56,13 @@ class Settlements:
 
     def record(self, partition: int, spec_key: bytes, job_id: str, lease: int, entry: HistoryEntry) -> None:
         """Add a settled firing to its job's history (the last ``HISTORY_LENGTH`` are kept)."""
-        history = self.histories.get(spec_key)
-        if history is None or history.job_id != job_id:
-            history = self.histories[spec_key] = JobHistory(job_id, [])
-        history.entries.append(entry)
-        del history.entries[:-HISTORY_LENGTH]
-        key = self.keys.sibling(spec_key, "history")
-        self.put(partition, key, history_json(job_id, history.entries), lease)
+        self.history.add(partition, spec_key, job_id, lease, entry)
+        self.idle.clear()
+        self._wake.set()
 
-    def loaded(self, spec_key: bytes, job_id: str, entries: list[HistoryEntry]) -> None:
-        self.histories[spec_key] = JobHistory(job_id, entries[-HISTORY_LENGTH:])
-
-    def forget(self, partition_prefix: bytes) -> None:
-        """A partition was dropped or reloaded: its histories are read again when loaded."""
-        for spec_key in [k for k in self.histories if k.startswith(partition_prefix)]:
-            del self.histories[spec_key]
+    def forget(self, partition: int) -> None:
+        """A partition was dropped: its cached histories are another member's to write now."""
+        self.history.forget(self.keys.history_of_partition(partition))
 
     async def hand_over(self, partition: int, fence: int, settled: Callable[[], Awaitable[None]]) -> None:
         """Write everything of a partition being released, under its fence, once ``settled`` returns (its
@@ -115,6 +101,13 @@ class Settlements:
     async def flush(self, only: dict[int, int] | None = None) -> bool:
         """Write everything queued (``only``: just these partitions, under these fences); False if etcd
         could not be reached (what failed is queued again)."""
+        if self.history:
+            try:
+                for partition, key, op in await self.history.writes():
+                    self._ops.setdefault(partition, {})[key] = op
+            except EtcdUnavailableError as e:
+                await self.reporter.etcd_error(e)
+                return False
         if only is None:
             pending, self._ops, fences = self._ops, {}, {**self._handing_over, **self.fences()}
         else:

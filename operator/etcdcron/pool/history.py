@@ -1,0 +1,91 @@
+"""Each job's recent settled firings (``P/history/...``), appended to as firings settle.
+
+Histories are not loaded with a partition (a member holding 330k daily jobs would hold millions of
+entries): the first time a job settles a firing its history is read from etcd, in one batched read with
+the others of that flush, and kept in a bounded cache, so a job that fires often is read once and a daily
+job once a day.
+"""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass, field
+
+from etcdcron import etcd
+from etcdcron.decode import BadEntryError, decode_history
+from etcdcron.etcd import EtcdClient, RequestOp
+from etcdcron.firing import HISTORY_LENGTH, HistoryEntry, history_json
+from etcdcron.keys import Keys
+from etcdcron.pool.commit import TXN_LIMIT
+from etcdcron.pool.reporting import Reporter
+
+CACHED_HISTORIES = 10_000
+Cache = collections.OrderedDict[bytes, tuple[str, list[HistoryEntry]]]
+
+
+@dataclass(slots=True)
+class _Pending:
+    partition: int
+    job_id: str
+    lease: int
+    entries: list[HistoryEntry] = field(default_factory=list)
+
+
+class HistoryBook:
+    def __init__(self, client: EtcdClient, keys: Keys, reporter: Reporter) -> None:
+        self.client = client
+        self.keys = keys
+        self.reporter = reporter
+        self._cache: collections.OrderedDict[bytes, tuple[str, list[HistoryEntry]]] = (
+            collections.OrderedDict()
+        )
+        self._pending: dict[bytes, _Pending] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._pending)
+
+    def add(self, partition: int, spec_key: bytes, job_id: str, lease: int, entry: HistoryEntry) -> None:
+        key = self.keys.sibling(spec_key, "history")
+        pending = self._pending.get(key)
+        if pending is None or pending.job_id != job_id:
+            pending = self._pending[key] = _Pending(partition, job_id, lease)
+        pending.entries.append(entry)
+
+    def forget(self, history_prefix: bytes) -> None:
+        """A partition was dropped: another member may write its histories now."""
+        for key in [k for k in self._cache if k.startswith(history_prefix)]:
+            del self._cache[key]
+
+    async def writes(self) -> list[tuple[int, bytes, RequestOp]]:
+        """The history puts of what settled since the last call (reading the histories not cached; raises
+        EtcdUnavailableError, keeping everything for the next call, when etcd cannot be read)."""
+        pending, self._pending = self._pending, {}
+        try:
+            await self._read([key for key in pending if key not in self._cache])
+        except BaseException:
+            for key, p in pending.items():  # unless newer ones came meanwhile, which keep theirs
+                self._pending.setdefault(key, p)
+            raise
+        writes = []
+        for key, p in pending.items():
+            job_id, entries = self._cache.pop(key, (p.job_id, []))
+            entries = (entries if job_id == p.job_id else []) + p.entries
+            del entries[:-HISTORY_LENGTH]
+            self._cache[key] = (p.job_id, entries)
+            writes.append((p.partition, key, etcd.put(key, history_json(p.job_id, entries), p.lease)))
+        while len(self._cache) > CACHED_HISTORIES:
+            self._cache.popitem(last=False)
+        return writes
+
+    async def _read(self, keys: list[bytes]) -> None:
+        for start in range(0, len(keys), TXN_LIMIT):
+            chunk = keys[start : start + TXN_LIMIT]
+            response = await self.client.txn([], [etcd.get(key) for key in chunk])
+            for key, r in zip(chunk, response.responses, strict=True):
+                kvs = r.response_range.kvs
+                if not kvs:
+                    continue
+                try:
+                    self._cache[key] = decode_history(kvs[0].key, kvs[0].value)
+                except BadEntryError as e:  # reported, then written afresh
+                    self.reporter.bad_entry(e, kvs[0].mod_revision)
