@@ -8,10 +8,8 @@ from typing import Any
 import pytest
 
 from etcdcron.controller.resource import (
-    Envelope,
     Observed,
     desired_status,
-    dispatched_name,
     job_from_resource,
     mirrors,
     status_patch,
@@ -20,6 +18,7 @@ from etcdcron.dispatch.kubernetes import event_body, job_body
 from etcdcron.errors import ValidationError
 from etcdcron.firing import Cursor, Firing, to_ms
 from etcdcron.job import CatchUp, StoredJob
+from etcdcron.k8s_resource import Envelope, dispatched_name
 
 NOW = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC)
 

@@ -19,9 +19,6 @@ from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
 from etcdcron.controller.resource import (
-    GROUP,
-    PLURAL,
-    VERSION,
     Observed,
     desired_status,
     expires_at,
@@ -33,6 +30,7 @@ from etcdcron.controller.resource import (
 )
 from etcdcron.errors import EtcdUnavailableError, JobNotFoundError, ValidationError
 from etcdcron.firing import Cursor, to_ms
+from etcdcron.k8s_resource import GROUP, PLURAL, VERSION
 from etcdcron.store import JobStatus, JobStore
 
 log = logging.getLogger(__name__)

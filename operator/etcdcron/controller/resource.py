@@ -7,7 +7,6 @@ create the Event or Job.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -16,18 +15,7 @@ from typing import Any
 from etcdcron.errors import ValidationError
 from etcdcron.firing import Cursor, first_after_ms, from_ms, next_tick_ms
 from etcdcron.job import CatchUp, Job, StoredJob, format_time
-
-GROUP = "etcdcron.io"
-VERSION = "v1alpha1"
-PLURAL = "distributedcronjobs"
-KIND = "DistributedCronJob"
-API_VERSION = f"{GROUP}/{VERSION}"
-
-LABEL_JOB = "etcdcron.io/job"
-ANNOTATION_SCHEDULED = "etcdcron.io/scheduled-time"
-ANNOTATION_RUN = "etcdcron.io/run"
-ANNOTATION_TYPE = "etcdcron.io/type"
-ANNOTATION_PAYLOAD = "etcdcron.io/payload"
+from etcdcron.k8s_resource import Envelope, dispatched_name
 
 DEFAULT_DEADLINE_SECONDS = 300
 _CATCH_UP = {"All": CatchUp.ALL, "Latest": CatchUp.LATEST, "None": CatchUp.NONE}
@@ -44,29 +32,6 @@ SPEC_FIELD = {
     "name": "metadata.name",
     "namespace": "metadata.namespace",
 }
-
-
-@dataclass(frozen=True, slots=True)
-class Envelope:
-    """What a member needs to dispatch a firing of a resource."""
-
-    uid: str
-    generation: int
-    target: dict[str, Any]
-    payload: Any
-
-    def to_bytes(self) -> bytes:
-        doc = {"uid": self.uid, "generation": self.generation, "target": self.target, "payload": self.payload}
-        return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
-
-    @classmethod
-    def from_bytes(cls, raw: bytes) -> Envelope:
-        doc = json.loads(raw)
-        return cls(doc["uid"], int(doc["generation"]), doc["target"], doc.get("payload"))
-
-    @property
-    def kind(self) -> str:
-        return "Job" if "job" in self.target else "Event"
 
 
 def parse_time(text: str) -> datetime:
@@ -121,11 +86,6 @@ def mirrors(stored: StoredJob, body: dict[str, Any]) -> bool:
         return False
     meta = body["metadata"]
     return envelope.uid == meta["uid"] and envelope.generation == int(meta.get("generation", 1))
-
-
-def dispatched_name(resource: str, scheduled: datetime) -> str:
-    """The Event or Job of one tick, named from the firing's identity so a retry finds it already there."""
-    return f"{resource}-{int(scheduled.timestamp())}"
 
 
 # -- status -------------------------------------------------------------------------------------------------

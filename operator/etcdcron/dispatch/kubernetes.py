@@ -19,22 +19,23 @@ from typing import Any
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
-from etcdcron.controller.resource import (
+from etcdcron.firing import Firing
+from etcdcron.job import format_time
+from etcdcron.k8s_resource import (
     ANNOTATION_PAYLOAD,
     ANNOTATION_RUN,
     ANNOTATION_SCHEDULED,
     ANNOTATION_TYPE,
     API_VERSION,
+    EVENT_SOURCE,
     KIND,
     LABEL_JOB,
+    REPORTING_COMPONENT,
     Envelope,
     dispatched_name,
 )
-from etcdcron.firing import Firing
-from etcdcron.job import format_time
 
 log = logging.getLogger(__name__)
-REPORTING_COMPONENT = "etcdcron.io/operator"
 
 
 def _owner(name: str, uid: str) -> dict[str, Any]:
@@ -64,7 +65,7 @@ def _event(job_name: str, namespace: str, uid: str, member: str, **fields: Any) 
         "count": 1,
         "firstTimestamp": now,
         "lastTimestamp": now,
-        "source": {"component": "etcdcron-operator"},
+        "source": {"component": EVENT_SOURCE},
         "reportingComponent": REPORTING_COMPONENT,
         "reportingInstance": member[:128],
         **fields,

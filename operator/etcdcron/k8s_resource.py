@@ -1,0 +1,53 @@
+"""The DistributedCronJob vocabulary shared by the controller (which writes jobs) and the Kubernetes
+dispatcher (which fires them): API names, labels, annotations, the envelope a stored job carries, and how a
+tick's Event or Job is named. Pure; both layers import it, neither imports the other.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+GROUP = "etcdcron.io"
+VERSION = "v1alpha1"
+PLURAL = "distributedcronjobs"
+KIND = "DistributedCronJob"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+LABEL_JOB = "etcdcron.io/job"
+ANNOTATION_SCHEDULED = "etcdcron.io/scheduled-time"
+ANNOTATION_RUN = "etcdcron.io/run"
+ANNOTATION_TYPE = "etcdcron.io/type"
+ANNOTATION_PAYLOAD = "etcdcron.io/payload"
+REPORTING_COMPONENT = "etcdcron.io/operator"
+EVENT_SOURCE = "etcdcron-operator"
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """What a member needs to dispatch a firing of a resource (the stored job's payload)."""
+
+    uid: str
+    generation: int
+    target: dict[str, Any]
+    payload: Any
+
+    def to_bytes(self) -> bytes:
+        doc = {"uid": self.uid, "generation": self.generation, "target": self.target, "payload": self.payload}
+        return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> Envelope:
+        doc = json.loads(raw)
+        return cls(doc["uid"], int(doc["generation"]), doc["target"], doc.get("payload"))
+
+    @property
+    def kind(self) -> str:
+        return "Job" if "job" in self.target else "Event"
+
+
+def dispatched_name(resource: str, scheduled: datetime) -> str:
+    """The Event or Job of one tick, named from the firing's identity so a retry finds it already there."""
+    return f"{resource}-{int(scheduled.timestamp())}"
