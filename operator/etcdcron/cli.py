@@ -128,7 +128,19 @@ def build_parser() -> argparse.ArgumentParser:
     pool_member(op)
     op.add_argument("--metrics-port", type=int, default=int(_env("METRICS_PORT", "9090")), help="0: off")
     op.add_argument("--health-port", type=int, default=int(_env("HEALTH_PORT", "8080")), help="0: off")
-    op.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"), help="default: in-cluster")
+    op.add_argument(
+        "--kubeconfig",
+        help="kubeconfig file (default: $KUBECONFIG, else the pod's own credentials when run in a pod, "
+        "else ~/.kube/config)",
+    )
+    op.add_argument(
+        "--bind-address",
+        default=_env("BIND_ADDRESS", "0.0.0.0"),
+        help="address of the metrics and health ports (env ETCDCRON_BIND_ADDRESS; default %(default)s)",
+    )
+    op.add_argument(
+        "-v", "--verbose", action="count", default=0, dest="operator_verbose", help="more logging"
+    )
 
     dev = sub.add_parser("dev", help="demo: a local etcd, a pool of members and a sample job, firing")
     dev.add_argument("--members", type=int, default=3)
@@ -323,10 +335,15 @@ async def cmd_dev(args: argparse.Namespace) -> int:
 
 
 async def cmd_operator(args: argparse.Namespace) -> int:
-    from etcdcron.controller.run import OperatorSettings, main
+    """Startup problems are one line naming the flag or file: exit 2 for bad input, 1 for the rest."""
+    from etcdcron.controller.credentials import CredentialsError, kubeconfig_path
+    from etcdcron.controller.run import OperatorSettings, PortInUseError, main
 
     if args.lease_ttl < 1:
         raise ValidationError("lease_ttl", f"must be at least 1 second, got {args.lease_ttl}")
+    for flag, port in (("--metrics-port", args.metrics_port), ("--health-port", args.health_port)):
+        if not 0 <= port <= 65535:
+            raise ValidationError(flag, f"must be a port number (0: off), got {port}")
     settings = OperatorSettings(
         endpoints=parse_endpoints(args.endpoints),
         prefix=_keys(args).prefix,
@@ -334,9 +351,17 @@ async def cmd_operator(args: argparse.Namespace) -> int:
         lease_ttl=args.lease_ttl,
         metrics_port=args.metrics_port,
         health_port=args.health_port,
-        kubeconfig=args.kubeconfig,
+        kubeconfig=kubeconfig_path(args.kubeconfig),
+        bind_address=args.bind_address,
     )
-    return await main(settings)
+    try:
+        return await main(settings)
+    except CredentialsError as e:
+        print(f"etcdcron: error: {e}", file=sys.stderr)
+        return 2
+    except PortInUseError as e:
+        print(f"etcdcron: error: {e}", file=sys.stderr)
+        return 1
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, int]]] = {
@@ -357,8 +382,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as e:
         print(f"etcdcron: error: {e}", file=sys.stderr)
         return 2
+    verbose = args.verbose + getattr(args, "operator_verbose", 0)  # `etcdcron -v operator` = `operator -v`
     logging.basicConfig(
-        level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
+        level=[logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)],
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )

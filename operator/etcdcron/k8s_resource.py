@@ -51,3 +51,26 @@ class Envelope:
 def dispatched_name(resource: str, scheduled: datetime) -> str:
     """The Event or Job of one tick, named from the firing's identity so a retry finds it already there."""
     return f"{resource}-{int(scheduled.timestamp())}"
+
+
+def api_error(error: Any) -> str:
+    """A Kubernetes API error (``ApiException``) in one line: status, reason and the API server's own
+    message, field by field when it gives causes (no header dump)."""
+    head = f"{getattr(error, 'status', '?')} {getattr(error, 'reason', '')}".strip()
+    detail = api_detail(error)
+    return f"{head}: {detail}" if detail else head
+
+
+def api_detail(error: Any) -> str:
+    """What the API server says is wrong, without the object's name: the same for every tick."""
+    try:
+        doc = json.loads(getattr(error, "body", None) or "{}")
+    except (ValueError, TypeError):
+        return ""
+    if not isinstance(doc, dict):
+        return ""
+    causes = (doc.get("details") or {}).get("causes") or []
+    parts = [
+        f"{c['field']}: {c.get('message', '')}" if c.get("field") else c.get("message", "") for c in causes
+    ]
+    return "; ".join(p for p in parts if p) or str(doc.get("message", ""))

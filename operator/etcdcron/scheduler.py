@@ -534,9 +534,8 @@ class Member:
             compares.append(etcd.mod_revision_is(job.cursor_key, job.cursor_revision))
             assert job.pending is not None
             if self._complete(job):
-                ops += [etcd.delete(job.spec_key), etcd.delete(job.cursor_key)]
-            else:
-                ops.append(etcd.put(job.cursor_key, job.pending[1].to_json(), job.stored.lease))
+                ops.append(etcd.delete(job.spec_key))  # the final cursor stays: the run state of record
+            ops.append(etcd.put(job.cursor_key, job.pending[1].to_json(), job.stored.lease))
         return _Commit(chunk, fences, compares, ops)
 
     async def _send(self, commit: _Commit) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import hashlib
 import json
 import logging
 from datetime import UTC, datetime
@@ -32,6 +33,8 @@ from etcdcron.k8s_resource import (
     LABEL_JOB,
     REPORTING_COMPONENT,
     Envelope,
+    api_detail,
+    api_error,
     dispatched_name,
 )
 
@@ -137,6 +140,15 @@ def job_body(firing: Firing, envelope: Envelope) -> dict[str, Any]:
     }
 
 
+class JobCreateError(Exception):
+    """Creating a tick's Event or Job failed in a way a retry may fix (server error, throttling)."""
+
+
+def _final(error: ApiException) -> bool:
+    """A 4xx other than a conflict or throttling: the same request can never succeed."""
+    return 400 <= int(error.status or 0) < 500 and error.status not in (408, 409, 429)
+
+
 def _finished(job: Any) -> str | None:
     """'Complete' or 'Failed' for a finished Job, else None."""
     for cond in (job.status.conditions or []) if job.status else []:
@@ -162,11 +174,18 @@ class KubernetesDispatcher:
 
     def _create_event(self, firing: Firing, envelope: Envelope) -> None:
         body = event_body(firing, envelope, self.member)
+        job = firing.job.job
         try:
-            self.core.create_namespaced_event(firing.job.job.namespace, body)
+            self.core.create_namespaced_event(job.namespace, body)
         except ApiException as e:
-            if e.status != 409:  # 409: this tick's Event exists already (a retry after a crash)
-                raise
+            if e.status == 409:
+                return  # this tick's Event exists already (a retry after a crash)
+            if _final(e):  # e.g. 403 "namespace is being terminated": no retry can succeed
+                log.warning("job %s/%s: Event not created: %s", job.namespace, job.name, api_error(e))
+                return
+            raise JobCreateError(
+                f"creating Event {body['metadata']['name']} failed: {api_error(e)}"
+            ) from None
 
     def _create_job(self, firing: Firing, envelope: Envelope) -> None:
         spec = envelope.target.get("job") or {}
@@ -195,6 +214,7 @@ class KubernetesDispatcher:
                 envelope,
                 "ForbidConcurrent",
                 f"tick {format_time(firing.scheduled)} skipped: {active[0].metadata.name} is still running",
+                key="still running",
             )
             return
         if active and policy == "Replace":
@@ -203,9 +223,19 @@ class KubernetesDispatcher:
         try:
             self.batch.create_namespaced_job(job.namespace, job_body(firing, envelope))
         except ApiException as e:
-            if e.status != 409:
-                self._warn(firing, envelope, "JobCreateFailed", f"creating Job {name} failed: {e.reason}")
-                raise
+            if e.status == 409:
+                pass  # this tick's Job exists already
+            elif _final(e):  # the request itself is wrong: retrying cannot help, say so once per cause
+                detail = api_detail(e)
+                self._warn(
+                    firing, envelope, "JobCreateFailed", f"creating a Job failed: {api_error(e)}", detail
+                )
+                log.warning(
+                    "job %s/%s: creating Job %s failed: %s", job.namespace, job.name, name, api_error(e)
+                )
+                return
+            else:
+                raise JobCreateError(f"creating Job {name} failed: {api_error(e)}") from None
         self._trim_history(job.namespace, ours, spec)
 
     def _trim_history(self, namespace: str, jobs: list[Any], spec: dict[str, Any]) -> None:
@@ -229,9 +259,13 @@ class KubernetesDispatcher:
             if e.status != 404:
                 raise
 
-    def _warn(self, firing: Firing, envelope: Envelope, reason: str, message: str) -> None:
+    def _warn(self, firing: Firing, envelope: Envelope, reason: str, message: str, key: str) -> None:
+        """One Warning per distinct failure (``key``): a repeat counts on the same Event, as Kubernetes
+        aggregates Events, rather than adding one per tick."""
         job = firing.job.job
-        meta = {"generateName": f"{job.name}-", "namespace": job.namespace, "labels": {LABEL_JOB: job.name}}
+        digest = hashlib.sha256(f"{envelope.uid}/{reason}/{key}".encode()).hexdigest()[:16]
+        name = f"{job.name}.{digest}"
+        meta = {"name": name, "namespace": job.namespace, "labels": {LABEL_JOB: job.name}}
         body = _event(
             job.name,
             job.namespace,
@@ -243,6 +277,17 @@ class KubernetesDispatcher:
             type="Warning",
         )
         try:
-            self.core.create_namespaced_event(job.namespace, body)
+            try:
+                self.core.create_namespaced_event(job.namespace, body)
+            except ApiException as e:
+                if e.status != 409:
+                    raise
+                current = self.core.read_namespaced_event(name, job.namespace)
+                repeat = {
+                    "count": (current.count or 1) + 1,
+                    "lastTimestamp": body["lastTimestamp"],
+                    "message": message,
+                }
+                self.core.patch_namespaced_event(name, job.namespace, repeat)
         except ApiException as e:
-            log.warning("job %s/%s: could not record a Warning event: %s", job.namespace, job.name, e.reason)
+            log.warning("job %s/%s: could not record a Warning: %s", job.namespace, job.name, api_error(e))
