@@ -49,7 +49,8 @@ def kubernetes_api(kubeconfig: str | None) -> k8s.ApiClient:
     try:
         k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
     except Exception as e:  # the loader raises ConfigException, TypeError, yaml errors... on a bad file
-        raise CredentialsError(f"--kubeconfig {kubeconfig}: not a usable kubeconfig ({e})") from None
+        why = " ".join(str(e).split()) or type(e).__name__  # one line, whatever the loader said
+        raise CredentialsError(f"--kubeconfig {kubeconfig}: not a usable kubeconfig ({why})") from None
     token_file = _token_file(kubeconfig)
     if token_file is not None:
         _refresh_from(configuration, token_file)
