@@ -18,6 +18,8 @@ from etcdcron.firing import Cursor, first_after_ms, from_ms, next_tick_ms, to_ms
 from etcdcron.job import StoredJob, format_time
 from etcdcron.k8s_resource import dispatched_name
 
+LEAD = timedelta(seconds=1)
+"""NEXT is at least this far ahead when written, and rewritten this long before it comes."""
 COUNTERS = frozenset(
     {"runCount", "missedRuns", "remainingRuns", "lastScheduleTime", "lastDispatched", "nextScheduleTime"}
 )
@@ -63,18 +65,27 @@ def condition(
 def next_tick(
     stored: StoredJob, cursor: Cursor, now: datetime, interval: timedelta
 ) -> tuple[int | None, int]:
-    """The NEXT to show and when to look again (ms): at that tick, or after ``interval``. NEXT is a tick still
-    to come until the next look; for a schedule firing more than once per ``interval``, the first tick
-    after that look."""
+    """The NEXT to show and when to look again (ms).
+
+    NEXT is the next tick at least ``LEAD`` away (one due sooner is being fired already), and the next look
+    comes ``LEAD`` before it, or after ``interval``: so NEXT is never in the past, even when a look is late
+    by up to ``LEAD``. A schedule that would need more than one look per ``interval`` shows the first tick
+    after the next look instead (counters are coalesced, not written per tick)."""
     schedule = stored.schedule()
-    now_ms, step = to_ms(now), int(interval / timedelta(milliseconds=1))
-    first = next_tick_ms(schedule, max(first_after_ms(stored, cursor), now_ms), stored)
+    now_ms, step, lead = to_ms(now), _ms(interval), _ms(LEAD)
+    first = next_tick_ms(schedule, max(first_after_ms(stored, cursor), now_ms + lead), stored)
     if first is None:
         return None, now_ms + step
+    if first - lead > now_ms + step:
+        return first, now_ms + step
     following = next_tick_ms(schedule, first, stored)
-    if following is not None and following <= now_ms + step:
-        return next_tick_ms(schedule, now_ms + step, stored), now_ms + step
-    return first, min(first, now_ms + step)
+    if following is not None and following - lead <= now_ms + step:
+        return next_tick_ms(schedule, now_ms + step + lead, stored), now_ms + step
+    return first, first - lead
+
+
+def _ms(delta: timedelta) -> int:
+    return int(delta / timedelta(milliseconds=1))
 
 
 def _never_fires(stored: StoredJob, cursor: Cursor) -> str | None:
@@ -215,8 +226,8 @@ def status_patch(current: dict[str, Any], desired: dict[str, Any]) -> dict[str, 
 
 def urgent(current: dict[str, Any], patch: dict[str, Any], now: datetime) -> bool:
     """Whether a patch changes what the resource means (write now) rather than only counters (coalesce);
-    a NEXT that has passed is a wrong value standing, so it is urgent too."""
+    a NEXT that has come, or comes within ``LEAD``, would be a wrong value standing, so it is urgent too."""
     if set(patch) - COUNTERS:
         return True
     shown = current.get("nextScheduleTime")
-    return shown is not None and "nextScheduleTime" in patch and str(shown) <= format_time(now)
+    return shown is not None and "nextScheduleTime" in patch and str(shown) <= format_time(now + LEAD)
