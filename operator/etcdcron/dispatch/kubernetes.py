@@ -14,6 +14,7 @@ import copy
 import hashlib
 import json
 import logging
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -39,6 +40,7 @@ from etcdcron.k8s_resource import (
 )
 
 log = logging.getLogger(__name__)
+REPEAT_LOG_SECONDS = 60
 
 
 def _owner(name: str, uid: str) -> dict[str, Any]:
@@ -164,13 +166,17 @@ class KubernetesDispatcher:
         self.core = k8s.CoreV1Api(api_client)
         self.batch = k8s.BatchV1Api(api_client)
         self.member = member
+        self._logged: dict[tuple[str, str, str], float] = {}
 
     async def __call__(self, firing: Firing) -> None:
         envelope = Envelope.from_bytes(firing.job.job.payload)
-        if envelope.kind == "Job":
-            await asyncio.to_thread(self._create_job, firing, envelope)
-        else:
-            await asyncio.to_thread(self._create_event, firing, envelope)
+        create = self._create_job if envelope.kind == "Job" else self._create_event
+        try:
+            await asyncio.to_thread(create, firing, envelope)
+        except ApiException as e:  # one line (the client's own text dumps every HTTP header)
+            raise JobCreateError(
+                f"{envelope.kind} of tick {format_time(firing.scheduled)}: {api_error(e)}"
+            ) from None
 
     def _create_event(self, firing: Firing, envelope: Envelope) -> None:
         body = event_body(firing, envelope, self.member)
@@ -181,7 +187,7 @@ class KubernetesDispatcher:
             if e.status == 409:
                 return  # this tick's Event exists already (a retry after a crash)
             if _final(e):  # e.g. 403 "namespace is being terminated": no retry can succeed
-                log.warning("job %s/%s: Event not created: %s", job.namespace, job.name, api_error(e))
+                self._log_once(job.namespace, job.name, f"Event not created: {api_error(e)}")
                 return
             raise JobCreateError(
                 f"creating Event {body['metadata']['name']} failed: {api_error(e)}"
@@ -290,4 +296,15 @@ class KubernetesDispatcher:
                 }
                 self.core.patch_namespaced_event(name, job.namespace, repeat)
         except ApiException as e:
-            log.warning("job %s/%s: could not record a Warning: %s", job.namespace, job.name, api_error(e))
+            self._log_once(job.namespace, job.name, f"could not record a Warning: {api_error(e)}")
+
+    def _log_once(self, namespace: str, name: str, message: str) -> None:
+        """A failure that repeats every tick is logged once per ``REPEAT_LOG_SECONDS``, not per tick."""
+        now = time.monotonic()
+        key = (namespace, name, message)
+        if now - self._logged.get(key, -REPEAT_LOG_SECONDS) >= REPEAT_LOG_SECONDS:
+            self._logged = {k: t for k, t in self._logged.items() if now - t < REPEAT_LOG_SECONDS}
+            self._logged[key] = now
+            log.warning(
+                "job %s/%s: %s (repeats are not logged for %ds)", namespace, name, message, REPEAT_LOG_SECONDS
+            )
