@@ -139,6 +139,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="address of the metrics and health ports (env ETCDCRON_BIND_ADDRESS; default %(default)s)",
     )
     op.add_argument(
+        "--webhook-port",
+        type=int,
+        default=int(_env("WEBHOOK_PORT", "0")),
+        help="serve the validating admission webhook on this port and register it with the API server "
+        "(ValidatingWebhookConfiguration etcdcron.io; env ETCDCRON_WEBHOOK_PORT; 0: off)",
+    )
+    op.add_argument(
+        "--webhook-host",
+        default=_env("WEBHOOK_HOST", "") or None,
+        help="the host name or address the API server calls the webhook at (default: --bind-address)",
+    )
+    op.add_argument(
         "-v", "--verbose", action="count", default=0, dest="operator_verbose", help="more logging"
     )
 
@@ -341,7 +353,8 @@ async def cmd_operator(args: argparse.Namespace) -> int:
 
     if args.lease_ttl < 1:
         raise ValidationError("lease_ttl", f"must be at least 1 second, got {args.lease_ttl}")
-    for flag, port in (("--metrics-port", args.metrics_port), ("--health-port", args.health_port)):
+    ports = [("--metrics-port", args.metrics_port), ("--health-port", args.health_port)]
+    for flag, port in [*ports, ("--webhook-port", args.webhook_port)]:
         if not 0 <= port <= 65535:
             raise ValidationError(flag, f"must be a port number (0: off), got {port}")
     settings = OperatorSettings(
@@ -353,6 +366,8 @@ async def cmd_operator(args: argparse.Namespace) -> int:
         health_port=args.health_port,
         kubeconfig=kubeconfig_path(args.kubeconfig),
         bind_address=args.bind_address,
+        webhook_port=args.webhook_port,
+        webhook_host=args.webhook_host,
     )
     try:
         return await main(settings)

@@ -19,9 +19,10 @@ from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
 from etcdcron.controller import settings as kopf_settings
+from etcdcron.controller import webhook
 from etcdcron.controller.credentials import connection_info
 from etcdcron.controller.reconcile import Context, reconcile
-from etcdcron.controller.resource import expires_at, utcnow
+from etcdcron.controller.resource import expires_at, parse_time, utcnow
 from etcdcron.controller.status import Observed, desired_status, status_patch, urgent
 from etcdcron.errors import EtcdUnavailableError
 from etcdcron.firing import to_ms
@@ -31,7 +32,7 @@ log = logging.getLogger(__name__)
 registry = kopf.OperatorRegistry()
 RESOURCE = (GROUP, VERSION, PLURAL)
 STATUS_INTERVAL = timedelta(seconds=5)
-RECHECK_AFTER_TICK = 0.6  # seconds: after a tick, look again once its commit has landed (final runs)
+RECHECK_AFTER_TICK_MS = 600  # after a tick, look again once its commit has landed (the final run, counts)
 
 
 def _ctx(memo: Any) -> Context:
@@ -40,8 +41,11 @@ def _ctx(memo: Any) -> Context:
 
 
 @kopf.on.startup(registry=registry)
-def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     kopf_settings.configure(settings)
+    hook = _ctx(memo).webhook
+    if hook is not None:
+        webhook.configure(settings, *hook)
 
 
 @kopf.on.login(registry=registry)
@@ -106,7 +110,7 @@ async def unmirror(meta: kopf.Meta, memo: Any, **_: Any) -> None:
 async def keep_true(body: kopf.Body, stopped: kopf.DaemonStopped, memo: Any, **_: Any) -> None:
     """Keep etcd and status true for as long as the resource lives; delete it when its TTL passes."""
     context = _ctx(memo)
-    last_write = 0.0
+    last_write, recheck_ms = 0.0, 0
     loop = asyncio.get_running_loop()
     while not stopped:
         plain = _plain(body)  # kopf keeps a daemon's body up to date
@@ -122,15 +126,16 @@ async def keep_true(body: kopf.Body, stopped: kopf.DaemonStopped, memo: Any, **_
         status, wake_ms = desired_status(plain, observed, now, STATUS_INTERVAL)
         changes = status_patch(before, status)
         due = loop.time() - last_write >= STATUS_INTERVAL.total_seconds()
-        recheck = False
         if changes and (due or urgent(before, changes, now)):
             await _patch_status(plain, changes, context)
             last_write = loop.time()
             _warn_on_change(body, before, status)
-            recheck = "nextScheduleTime" in changes  # a tick just passed: its commit lands in a moment
-        delay = max((wake_ms - to_ms(utcnow())) / 1000, 0.2)
-        if recheck:
-            delay = min(delay, RECHECK_AFTER_TICK)
+            shown = before.get("nextScheduleTime")
+            if shown and "nextScheduleTime" in changes:  # look again once the tick we showed has fired
+                recheck_ms = to_ms(parse_time(shown)) + RECHECK_AFTER_TICK_MS
+        now_ms = to_ms(utcnow())
+        wake_ms = min(wake_ms, recheck_ms) if recheck_ms > now_ms else wake_ms
+        delay = max((wake_ms - now_ms) / 1000, 0.2)
         if changes and not due:
             delay = min(delay, STATUS_INTERVAL.total_seconds() - (loop.time() - last_write) + 0.05)
         await stopped.wait(delay)

@@ -9,13 +9,14 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 from dataclasses import dataclass
 
 import kopf
 from aiohttp import web
 from prometheus_client import Gauge, start_http_server
 
-from etcdcron.controller import handlers
+from etcdcron.controller import handlers, logs, webhook
 from etcdcron.controller.credentials import kubernetes_api
 from etcdcron.controller.leader import LeaderElection
 from etcdcron.controller.mirror import Mirror
@@ -47,6 +48,8 @@ class OperatorSettings:
     health_port: int
     kubeconfig: str | None = None
     bind_address: str = "0.0.0.0"
+    webhook_port: int = 0  # 0: no admission webhook
+    webhook_host: str | None = None  # how the API server reaches it (default: the bind address)
 
 
 @dataclass
@@ -97,6 +100,16 @@ async def _serve_health(address: str, port: int, readiness: Readiness) -> web.Ap
     return runner
 
 
+def _check_port(address: str, port: int, flag: str) -> None:
+    """Fail at start, naming the flag, if the port is taken (kopf would only log it, later, in a loop)."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((address, port))
+        except OSError as e:
+            raise PortInUseError(f"{flag} {port}: cannot listen on {address}: {e.strerror}") from None
+
+
 def _serve_metrics(address: str, port: int) -> None:
     try:
         start_http_server(port, addr=address)
@@ -130,7 +143,12 @@ async def run_operator(settings: OperatorSettings, stop: asyncio.Event) -> None:
     health = None
     if settings.health_port:
         health = await _serve_health(settings.bind_address, settings.health_port, readiness)
-    memo = kopf.Memo(context=Context(Mirror(client, keys, lambda: election.fence), api))
+    hook = None
+    if settings.webhook_port:
+        _check_port(settings.bind_address, settings.webhook_port, "--webhook-port")
+        webhook.register(handlers.registry, handlers.RESOURCE)
+        hook = (settings.webhook_port, settings.webhook_host, settings.bind_address)
+    memo = kopf.Memo(context=Context(Mirror(client, keys, lambda: election.fence), api, hook))
 
     async def lead(lost: asyncio.Event) -> None:
         LEADER.set(1)
@@ -186,6 +204,7 @@ def _install_signals(stop: asyncio.Event) -> None:
 
 
 async def main(settings: OperatorSettings) -> int:
+    logs.install()
     stop = asyncio.Event()
     _install_signals(stop)
     await run_operator(settings, stop)
