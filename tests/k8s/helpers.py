@@ -31,7 +31,14 @@ class OperatorProcess:
     """``etcdcron operator`` as a subprocess, logging to a file."""
 
     def __init__(
-        self, member_id: str, etcd: str, prefix: str, kubeconfig: str, log_dir: Path, lease_ttl: int = 2
+        self,
+        member_id: str,
+        etcd: str,
+        prefix: str,
+        kubeconfig: str,
+        log_dir: Path,
+        lease_ttl: int = 2,
+        extra: tuple[str, ...] = (),
     ) -> None:
         self.member_id = member_id
         self.log_path = log_dir / f"{member_id}.log"
@@ -58,6 +65,7 @@ class OperatorProcess:
             "127.0.0.1",
             "--kubeconfig",
             kubeconfig,
+            *extra,
         ]
         self.log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)

@@ -1,0 +1,163 @@
+"""The operator as a cluster user meets it (issue 9: 2, 3, 4, 7, 12, 13, 14, 15)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from helpers import (
+    ROOT,
+    OperatorProcess,
+    condition,
+    create,
+    events_of,
+    fetch,
+    get,
+    jobs_of,
+    kubectl,
+    leader_of,
+    wait_for,
+    warnings_of,
+)
+from kubernetes.client.exceptions import ApiException
+
+from etcdcron.localetcd import LocalEtcd
+
+pytestmark = pytest.mark.k8s
+
+
+def test_a_150_kb_payload_applies_fires_and_deletes(
+    operators, cluster, crs, k8s_api, k8s_namespace, tmp_path
+):
+    payload = {"blob": "x" * 150_000}
+    manifest = {
+        "apiVersion": "etcdcron.io/v1alpha1",
+        "kind": "DistributedCronJob",
+        "metadata": {"name": "big", "namespace": k8s_namespace},
+        "spec": {"schedule": "* * * * * *", "payload": payload},
+    }
+    path = tmp_path / "big.yaml"
+    path.write_text(yaml.safe_dump(manifest))
+    applied = kubectl(cluster.kubeconfig, "apply", "-f", str(path))  # client-side: kubectl keeps a copy too
+    assert applied.returncode == 0, applied.stderr
+    event = wait_for("an Event", lambda: events_of(k8s_api, k8s_namespace, "big"), timeout=30)[0]
+    assert json.loads(event.metadata.annotations["etcdcron.io/payload"]) == payload
+    obj = wait_for(
+        "Ready",
+        lambda: (o := get(crs, k8s_namespace, "big")) and condition(o, "Ready").get("status") == "True" and o,
+    )
+    ours = {k: v for k, v in obj["metadata"]["annotations"].items() if k.startswith("etcdcron.io/")}
+    assert sum(len(v) for v in ours.values()) < 4096, "kopf keeps a copy of the spec in annotations"
+    deleted = kubectl(cluster.kubeconfig, "delete", "-f", str(path), "--timeout=60s")
+    assert deleted.returncode == 0, deleted.stderr
+    with pytest.raises(ApiException) as gone:
+        get(crs, k8s_namespace, "big")
+    assert gone.value.status == 404
+
+
+def test_a_payload_over_the_limit_is_reported_not_fired(operators, crs, k8s_api, k8s_namespace):
+    create(crs, k8s_namespace, "huge", {"schedule": "* * * * * *", "payload": "x" * 200_000})
+    obj = wait_for(
+        "Ready=False",
+        lambda: (
+            (o := get(crs, k8s_namespace, "huge"))
+            and condition(o, "Ready").get("reason") == "InvalidSpec"
+            and o
+        ),
+    )
+    assert condition(obj, "Ready")["message"].startswith("spec.payload: must be at most 196608 bytes")
+    assert events_of(k8s_api, k8s_namespace, "huge") == []
+
+
+def test_a_job_template_the_api_server_rejects_is_ready_false_with_its_message(
+    operators, crs, k8s_api, k8s_namespace
+):
+    template = {
+        "spec": {
+            "template": {
+                "spec": {"restartPolicy": "Always", "containers": [{"name": "c", "image": "busybox"}]}
+            }
+        }
+    }
+    create(
+        crs, k8s_namespace, "rejected", {"schedule": "* * * * * *", "target": {"job": {"template": template}}}
+    )
+    obj = wait_for(
+        "Ready=False JobRejected",
+        lambda: (
+            (o := get(crs, k8s_namespace, "rejected"))
+            and condition(o, "Ready").get("reason") == "JobRejected"
+            and o
+        ),
+    )
+    message = condition(obj, "Ready")["message"]
+    assert message.startswith("the API server rejects the Job of spec.target.job.template: 422"), message
+    assert "spec.template.spec.restartPolicy" in message, message
+    warnings = wait_for("a Warning", lambda: warnings_of(k8s_api, k8s_namespace, "rejected"))
+    assert [w.reason for w in warnings] == ["JobRejected"] and "restartPolicy" in warnings[0].message
+    assert jobs_of(k8s_api, k8s_namespace, "rejected") == []
+    assert (obj["status"].get("runCount") or 0) == 0 and obj["status"].get("nextScheduleTime") is None
+
+
+def test_ttl_ending_before_the_first_tick_warns(operators, crs, k8s_api, k8s_namespace):
+    spec = {"schedule": "@every 30s", "startTime": "2099-01-04T09:00:00Z", "ttlSeconds": 3600}
+    create(crs, k8s_namespace, "never", spec)
+    obj = wait_for(
+        "NeverFires",
+        lambda: (
+            (o := get(crs, k8s_namespace, "never"))
+            and condition(o, "Ready").get("reason") == "NeverFires"
+            and o
+        ),
+    )
+    assert "before the first tick at 2099-01-04T09:00:30.000Z" in condition(obj, "Ready")["message"]
+    warnings = wait_for("a Warning", lambda: warnings_of(k8s_api, k8s_namespace, "never"))
+    assert warnings[0].reason == "NeverFires"
+
+
+def test_the_shipped_examples_fire(operators, cluster, k8s_api, k8s_namespace):
+    applied = kubectl(
+        cluster.kubeconfig,
+        "apply",
+        "-n",
+        k8s_namespace,
+        "-f",
+        str(ROOT / "deploy" / "examples" / "maintenance-window.yaml"),
+    )
+    assert applied.returncode == 0, applied.stderr
+    wait_for("a MaintenanceTick", lambda: events_of(k8s_api, k8s_namespace, "maintenance-window"), timeout=45)
+
+
+def test_kubectl_apply_f_crds_works(cluster):
+    result = kubectl(cluster.kubeconfig, "apply", "-f", str(ROOT / "crds"))
+    assert result.returncode == 0, result.stderr
+
+
+def test_leader_gauge(operators, operator_etcd):
+    leader = wait_for("a leader", lambda: leader_of(operator_etcd.endpoint))
+    for op in operators:
+        want = "1.0" if op.member_id == leader else "0.0"
+        wait_for(
+            f"{op.member_id} leader gauge {want}",
+            lambda op=op, want=want: (
+                f"etcdcron_reconciler_leader {want}" in fetch(op.metrics_port, "/metrics")[1]
+            ),
+        )
+
+
+def test_readyz_is_503_while_etcd_is_down(operator_credentials, tmp_path):
+    with LocalEtcd(tmp_path / "etcd") as etcd:
+        op = OperatorProcess("readiness", etcd.endpoint, "/readiness", str(operator_credentials[0]), tmp_path)
+        try:
+            wait_for("ready", lambda: fetch(op.health_port, "/readyz")[0] == 200, timeout=30)
+            etcd.kill()
+            _, text = wait_for(
+                "not ready", lambda: (r := fetch(op.health_port, "/readyz"))[0] == 503 and r, timeout=30
+            )
+            assert "etcd" in text, text
+            assert fetch(op.health_port, "/healthz")[0] == 200  # alive: no restart for an etcd outage
+            etcd.start()
+            wait_for("ready again", lambda: fetch(op.health_port, "/readyz")[0] == 200, timeout=60)
+        finally:
+            op.stop()
