@@ -44,7 +44,8 @@ def test_a_rotated_token_file_is_picked_up(
         token_file.write_text(issue_token(cluster.kubeconfig))
         wait_for(
             "the first token to be refused",
-            lambda: kubectl(cluster.kubeconfig, "get", "dcj", "-A", f"--token={first}").returncode != 0,
+            # with the operator's kubeconfig: the admin one's client certificate would win over --token
+            lambda: kubectl(kubeconfig, "get", "dcj", "-A", f"--token={first}").returncode != 0,
         )
         create(crs, k8s_namespace, "after", {"schedule": "* * * * * *"})
         events = wait_for(

@@ -127,15 +127,15 @@ def test_ttl_ending_before_the_first_tick_never_fires() -> None:
 @pytest.mark.parametrize(
     ("schedule", "now_s", "shown_s", "wake_s"),
     [
-        # every 10 s: the next tick, looked at again a second before it comes
+        # every 10 s: the next tick, looked at again two seconds (LEAD) before it comes
         ("*/10 * * * * *", 1, 10, 6),
-        ("*/10 * * * * *", 7, 10, 9),
-        # within a second of a tick: that one is being fired, show the one after
+        ("*/10 * * * * *", 7, 10, 8),
+        # within LEAD of a tick: that one is being fired, show the one after
         ("*/10 * * * * *", 9.5, 20, 14.5),
-        # every second: more than one look per 5 s, so the first tick a second after the next look
-        ("* * * * * *", 1, 8, 6),
-        # every 3 s: two ticks within the interval, so the same
-        ("*/3 * * * * *", 1, 9, 6),
+        # every second: more than one look per 5 s, so the first tick LEAD after the next look
+        ("* * * * * *", 1, 9, 6),
+        # every 3 s: the next tick, looked at again LEAD before it
+        ("*/3 * * * * *", 1, 6, 4),
         # daily: the next tick, look again at the refresh interval
         ("@daily", 1, 43200, 6),
     ],
@@ -148,7 +148,7 @@ def test_next_is_never_in_the_past_before_the_next_look(
     now = NOW + timedelta(seconds=now_s)
     shown, wake = next_tick(stored, Cursor("id", to_ms(NOW), 1), now, EVERY)
     assert (shown, wake) == (to_ms(NOW + timedelta(seconds=shown_s)), to_ms(NOW + timedelta(seconds=wake_s)))
-    assert shown - wake >= 1000  # still at least a second ahead when we look again
+    assert shown - wake >= 2000  # still LEAD ahead when we look again
 
 
 def test_meaning_is_urgent_counters_are_not() -> None:
@@ -157,5 +157,5 @@ def test_meaning_is_urgent_counters_are_not() -> None:
     assert urgent(current, {"conditions": [{"type": "Ready"}]}, NOW)
     later = NOW + timedelta(seconds=11)  # the NEXT shown has passed: a wrong value standing
     assert urgent(current, {"nextScheduleTime": "2026-11-28T12:00:20.000Z"}, later)
-    soon = NOW + timedelta(seconds=9.5)  # ... or is about to, before a write could land
+    soon = NOW + timedelta(seconds=8.5)  # ... or is about to (within LEAD), before a write could land
     assert urgent(current, {"nextScheduleTime": "2026-11-28T12:00:20.000Z"}, soon)

@@ -24,6 +24,7 @@ from etcdcron.controller.credentials import connection_info
 from etcdcron.controller.reconcile import Context, reconcile
 from etcdcron.controller.resource import expires_at, parse_time, utcnow
 from etcdcron.controller.status import Observed, desired_status, status_patch, urgent
+from etcdcron.dispatch.kubernetes import record_warning
 from etcdcron.errors import EtcdUnavailableError
 from etcdcron.firing import to_ms
 from etcdcron.k8s_resource import GROUP, PLURAL, VERSION, api_error
@@ -65,14 +66,20 @@ def _ready(status: dict[str, Any]) -> dict[str, Any]:
     return next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
 
 
-def _warn_on_change(body: Any, before: dict[str, Any], after: dict[str, Any]) -> None:
-    """One Warning Event when the resource turns invalid, rejected or never firing, not one per look."""
+async def _warn_on_change(body: Any, before: dict[str, Any], after: dict[str, Any], context: Context) -> None:
+    """A Warning Event when the resource turns invalid, rejected or never firing: one per distinct cause
+    (named from it), however many looks or replicas notice it."""
     old, new = _ready(before), _ready(after)
-    if new.get("reason") in WARN_ON and (old.get("reason"), old.get("message")) != (
-        new.get("reason"),
-        new.get("message"),
-    ):
-        kopf.warn(body, reason=new["reason"], message=new.get("message", ""))
+    reason, message = new.get("reason", ""), new.get("message", "")
+    if reason not in WARN_ON or (old.get("reason"), old.get("message")) == (reason, message):
+        return
+    meta = body["metadata"]
+    core = k8s.CoreV1Api(context.api)
+    args = (meta["name"], meta["namespace"], meta["uid"], "reconciler", reason, message, message)
+    try:
+        await asyncio.to_thread(record_warning, core, *args)
+    except ApiException as e:
+        log.warning("%s/%s: could not record a Warning: %s", meta["namespace"], meta["name"], api_error(e))
 
 
 async def _observe(body: dict[str, Any], context: Context) -> Observed:
@@ -96,7 +103,7 @@ async def mirror(body: kopf.Body, patch: kopf.Patch, memo: Any, **_: Any) -> Non
     status, _wake = desired_status(plain, observed, utcnow(), STATUS_INTERVAL)
     for key, value in status_patch(before, status).items():
         patch.status[key] = value
-    _warn_on_change(body, before, status)
+    await _warn_on_change(plain, before, status, _ctx(memo))
     if observed.etcd_error is not None:
         raise kopf.TemporaryError(f"etcd unavailable: {observed.etcd_error}", delay=2)
 
@@ -129,7 +136,7 @@ async def keep_true(body: kopf.Body, stopped: kopf.DaemonStopped, memo: Any, **_
         if changes and (due or urgent(before, changes, now)):
             await _patch_status(plain, changes, context)
             last_write = loop.time()
-            _warn_on_change(body, before, status)
+            await _warn_on_change(plain, before, status, context)
             shown = before.get("nextScheduleTime")
             if shown and "nextScheduleTime" in changes:  # look again once the tick we showed has fired
                 recheck_ms = to_ms(parse_time(shown)) + RECHECK_AFTER_TICK_MS

@@ -18,7 +18,7 @@ from etcdcron.firing import Cursor, first_after_ms, from_ms, next_tick_ms, to_ms
 from etcdcron.job import StoredJob, format_time
 from etcdcron.k8s_resource import dispatched_name
 
-LEAD = timedelta(seconds=1)
+LEAD = timedelta(seconds=2)
 """NEXT is at least this far ahead when written, and rewritten this long before it comes."""
 COUNTERS = frozenset(
     {"runCount", "missedRuns", "remainingRuns", "lastScheduleTime", "lastDispatched", "nextScheduleTime"}

@@ -266,35 +266,11 @@ class KubernetesDispatcher:
                 raise
 
     def _warn(self, firing: Firing, envelope: Envelope, reason: str, message: str, key: str) -> None:
-        """One Warning per distinct failure (``key``): a repeat counts on the same Event, as Kubernetes
-        aggregates Events, rather than adding one per tick."""
         job = firing.job.job
-        digest = hashlib.sha256(f"{envelope.uid}/{reason}/{key}".encode()).hexdigest()[:16]
-        name = f"{job.name}.{digest}"
-        meta = {"name": name, "namespace": job.namespace, "labels": {LABEL_JOB: job.name}}
-        body = _event(
-            job.name,
-            job.namespace,
-            envelope.uid,
-            self.member,
-            metadata=meta,
-            reason=reason,
-            message=message,
-            type="Warning",
-        )
         try:
-            try:
-                self.core.create_namespaced_event(job.namespace, body)
-            except ApiException as e:
-                if e.status != 409:
-                    raise
-                current = self.core.read_namespaced_event(name, job.namespace)
-                repeat = {
-                    "count": (current.count or 1) + 1,
-                    "lastTimestamp": body["lastTimestamp"],
-                    "message": message,
-                }
-                self.core.patch_namespaced_event(name, job.namespace, repeat)
+            record_warning(
+                self.core, job.name, job.namespace, envelope.uid, self.member, reason, message, key
+            )
         except ApiException as e:
             self._log_once(job.namespace, job.name, f"could not record a Warning: {api_error(e)}")
 
@@ -308,3 +284,35 @@ class KubernetesDispatcher:
             log.warning(
                 "job %s/%s: %s (repeats are not logged for %ds)", namespace, name, message, REPEAT_LOG_SECONDS
             )
+
+
+def record_warning(
+    core: k8s.CoreV1Api,
+    name: str,
+    namespace: str,
+    uid: str,
+    reporter: str,
+    reason: str,
+    message: str,
+    key: str,
+) -> None:
+    """One Warning Event about a DistributedCronJob per distinct failure (``key``), named from it: a repeat,
+    from any replica or path, counts on the same Event (as Kubernetes aggregates them)."""
+    digest = hashlib.sha256(f"{uid}/{reason}/{key}".encode()).hexdigest()[:16]
+    event = f"{name}.{digest}"
+    meta = {"name": event, "namespace": namespace, "labels": {LABEL_JOB: name}}
+    body = _event(
+        name, namespace, uid, reporter, metadata=meta, reason=reason, message=message, type="Warning"
+    )
+    try:
+        core.create_namespaced_event(namespace, body)
+    except ApiException as e:
+        if e.status != 409:
+            raise
+        current = core.read_namespaced_event(event, namespace)
+        repeat = {
+            "count": (current.count or 1) + 1,
+            "lastTimestamp": body["lastTimestamp"],
+            "message": message,
+        }
+        core.patch_namespaced_event(event, namespace, repeat)
