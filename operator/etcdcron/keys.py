@@ -116,5 +116,8 @@ class Keys:
         """The operator's record of the DistributedCronJob that job ``tenant/name`` mirrors."""
         return f"{self.prefix}/resources/{tenant}/{name}".encode()
 
+    def resources_root(self) -> bytes:
+        return f"{self.prefix}/resources/".encode()
+
     def resources_of_tenant(self, tenant: str) -> bytes:
         return f"{self.prefix}/resources/{tenant}/".encode()

@@ -113,3 +113,20 @@ async def test_the_leader_resigns_at_once_when_it_stops(etcd_client: EtcdClient,
     await asyncio.wait_for(task, 10)
     assert await etcd_client.get(keys.leader("reconciler")) is None  # vacant now, not in 30 s
     await membership.leave()
+
+
+async def test_tenants_are_listed_and_removed_with_their_records(
+    etcd_client: EtcdClient, prefix: str
+) -> None:
+    keys = Keys(prefix)
+    now = datetime.now(UTC)
+    fence = await lead(etcd_client, keys, b"me")
+    mirror = Mirror(etcd_client, keys, lambda: fence)
+    for namespace in ("team-a", "team-a-1"):
+        body = {**resource(1), "metadata": {**resource(1)["metadata"], "namespace": namespace}}
+        await mirror.put(
+            await mirror.read(namespace, "pulse"), job_from_resource(body, now), "u-1", 1, None, now
+        )
+    assert await mirror.tenants() == {"team-a", "team-a-1"}
+    assert await mirror.remove_tenant("team-a") == 1
+    assert await mirror.tenants() == {"team-a-1"}  # a tenant's prefix never touches another's

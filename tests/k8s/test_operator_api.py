@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import uuid
 
 import pytest
 import yaml
@@ -20,9 +22,13 @@ from helpers import (
     wait_for,
     warnings_of,
 )
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from etcdcron.etcd import EtcdClient
+from etcdcron.keys import Keys
 from etcdcron.localetcd import LocalEtcd
+from etcdcron.store import JobStore
 
 pytestmark = pytest.mark.k8s
 
@@ -161,3 +167,32 @@ def test_readyz_is_503_while_etcd_is_down(operator_credentials, tmp_path):
             wait_for("ready again", lambda: fetch(op.health_port, "/readyz")[0] == 200, timeout=60)
         finally:
             op.stop()
+
+
+def test_a_namespace_deleted_while_no_operator_ran_is_swept_at_start(
+    start_operator, crs, k8s_api, operator_etcd
+):
+    core = client.CoreV1Api(k8s_api)
+    namespace = f"swept-{uuid.uuid4().hex[:8]}"
+    core.create_namespace({"metadata": {"name": namespace}})
+    op = start_operator("sweeper", prefix="/sweep")
+    create(crs, namespace, "orphan", {"schedule": "@daily"})
+    wait_for("mirrored", lambda: asyncio.run(tenant_jobs(operator_etcd.endpoint, namespace)) == 1, timeout=40)
+    assert op.stop() == 0, op.tail()
+    core.delete_namespace(namespace)
+
+    def namespace_gone() -> bool:
+        try:
+            core.read_namespace(namespace)
+            return False
+        except ApiException as e:
+            return e.status == 404
+
+    wait_for("namespace gone", namespace_gone, timeout=90, interval=1)
+    start_operator("sweeper-again", prefix="/sweep")
+    wait_for("swept", lambda: asyncio.run(tenant_jobs(operator_etcd.endpoint, namespace)) == 0, timeout=40)
+
+
+async def tenant_jobs(endpoint: str, namespace: str) -> int:
+    async with EtcdClient([endpoint]) as c:
+        return len(await JobStore(c, Keys("/sweep")).list(namespace))

@@ -7,6 +7,7 @@ the new account's token is written to the token file the operator was started wi
 from __future__ import annotations
 
 import pytest
+import yaml
 from helpers import (
     RBAC,
     SERVICE_ACCOUNT,
@@ -42,10 +43,13 @@ def test_a_rotated_token_file_is_picked_up(
         assert deleted.returncode == 0, deleted.stderr
         assert kubectl(cluster.kubeconfig, "apply", *(f"-f={p}" for p in RBAC)).returncode == 0
         token_file.write_text(issue_token(cluster.kubeconfig))
+        old = yaml.safe_load(kubeconfig.read_text())
+        old["users"][0]["user"] = {"token": first}  # only the first token: no tokenFile, no certificate
+        old_config = tmp_path / "first-token.kubeconfig"
+        old_config.write_text(yaml.safe_dump(old))
         wait_for(
             "the first token to be refused",
-            # with the operator's kubeconfig: the admin one's client certificate would win over --token
-            lambda: kubectl(kubeconfig, "get", "dcj", "-A", f"--token={first}").returncode != 0,
+            lambda: kubectl(old_config, "get", "dcj", "-A").returncode != 0,
         )
         create(crs, k8s_namespace, "after", {"schedule": "* * * * * *"})
         events = wait_for(

@@ -21,11 +21,12 @@ from kubernetes.client.rest import ApiException
 from etcdcron.controller import settings as kopf_settings
 from etcdcron.controller import webhook
 from etcdcron.controller.credentials import connection_info
+from etcdcron.controller.mirror import ConflictError, NotLeaderError
 from etcdcron.controller.reconcile import Context, reconcile
 from etcdcron.controller.resource import expires_at, parse_time, utcnow
 from etcdcron.controller.status import Observed, desired_status, status_patch, urgent
 from etcdcron.dispatch.kubernetes import record_warning
-from etcdcron.errors import EtcdUnavailableError
+from etcdcron.errors import EtcdCronError, EtcdUnavailableError
 from etcdcron.firing import to_ms
 from etcdcron.k8s_resource import GROUP, PLURAL, VERSION, api_error
 
@@ -82,11 +83,16 @@ async def _warn_on_change(body: Any, before: dict[str, Any], after: dict[str, An
         log.warning("%s/%s: could not record a Warning: %s", meta["namespace"], meta["name"], api_error(e))
 
 
-async def _observe(body: dict[str, Any], context: Context) -> Observed:
+async def _observe(body: dict[str, Any], context: Context) -> Observed | None:
+    """What to write status from; None when this replica must not write (no longer the leader: kopf is
+    about to stop here) or etcd kept moving under the write (try again shortly)."""
     try:
         return await reconcile(body, context)
     except EtcdUnavailableError as e:
         return Observed(None, None, etcd_error=str(e))
+    except (NotLeaderError, ConflictError) as e:
+        log.info("%s/%s: not written now: %s", body["metadata"]["namespace"], body["metadata"]["name"], e)
+        return None
 
 
 @kopf.on.resume(*RESOURCE, id="mirror", registry=registry)
@@ -99,6 +105,8 @@ async def mirror(body: kopf.Body, patch: kopf.Patch, memo: Any, **_: Any) -> Non
     if expiry is not None and utcnow() >= expiry:
         return  # the daemon deletes it
     observed = await _observe(plain, _ctx(memo))
+    if observed is None:
+        raise kopf.TemporaryError("not mirrored now", delay=2)
     before = plain.get("status") or {}
     status, _wake = desired_status(plain, observed, utcnow(), STATUS_INTERVAL)
     for key, value in status_patch(before, status).items():
@@ -129,6 +137,9 @@ async def keep_true(body: kopf.Body, stopped: kopf.DaemonStopped, memo: Any, **_
             await _expire(plain, context)
             return
         observed = await _observe(plain, context)
+        if observed is None:
+            await stopped.wait(1)
+            continue
         before = plain.get("status") or {}
         status, wake_ms = desired_status(plain, observed, now, STATUS_INTERVAL)
         changes = status_patch(before, status)
@@ -180,6 +191,22 @@ async def _expire(body: dict[str, Any], context: Context) -> None:
     except ApiException as e:
         if e.status != 404:
             log.warning("%s/%s: TTL deletion failed: %s", meta["namespace"], meta["name"], api_error(e))
+
+
+@kopf.on.startup(registry=registry)
+async def sweep_tenants(memo: Any, **_: Any) -> None:
+    """Namespaces deleted while no reconciler ran: their tenants' jobs go now (on every new leader)."""
+    context = _ctx(memo)
+    try:
+        tenants = await context.mirror.tenants()
+        if not tenants:
+            return
+        listed = await asyncio.to_thread(k8s.CoreV1Api(context.api).list_namespace)
+        for gone in sorted(tenants - {ns.metadata.name for ns in listed.items}):
+            deleted = await context.mirror.remove_tenant(gone)
+            log.info("namespace %s is gone: removed %d job(s) from etcd", gone, deleted)
+    except (ApiException, EtcdCronError) as e:  # never keep the reconciler from starting
+        log.warning("tenant sweep skipped: %s", api_error(e) if isinstance(e, ApiException) else e)
 
 
 @kopf.on.event("", "v1", "namespaces", id="tenant-cleanup", registry=registry)

@@ -172,9 +172,21 @@ class Mirror:
     async def remove(self, namespace: str, name: str) -> None:
         """The resource is gone: delete its job, cursor and record."""
         spec_key, cursor_key, record_key = self._keys(namespace, name)
-        seen = await self.read(namespace, name)
         ops = [etcd.delete(spec_key), etcd.delete(cursor_key), etcd.delete(record_key)]
-        await self._commit(seen, namespace, name, ops)
+        for attempt in range(5):
+            try:
+                return await self._commit(await self.read(namespace, name), namespace, name, ops)
+            except ConflictError:
+                if attempt == 4:
+                    raise  # a firing commit landed between each read and write: kopf retries the handler
+
+    async def tenants(self) -> set[str]:
+        """Every tenant with a resource record (read only: no fence needed)."""
+        root = self.keys.resources_root()
+        found: set[str] = set()
+        async for _, page in self.client.range_pages(root, range_end(root)):
+            found.update(kv.key[len(root) :].split(b"/", 1)[0].decode() for kv in page)
+        return found
 
     async def remove_tenant(self, namespace: str) -> int:
         """A namespace is gone: delete its tenant's jobs, cursors and records; returns the jobs deleted."""
