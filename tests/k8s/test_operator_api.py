@@ -180,6 +180,18 @@ def test_a_namespace_deleted_while_no_operator_ran_is_swept_at_start(
     wait_for("mirrored", lambda: asyncio.run(tenant_jobs(operator_etcd.endpoint, namespace)) == 1, timeout=40)
     assert op.stop() == 0, op.tail()
     core.delete_namespace(namespace)
+    # With no operator running, nothing removes its finalizer: a user forces the resource out.
+    wait_for(
+        "the resource terminating", lambda: get(crs, namespace, "orphan")["metadata"].get("deletionTimestamp")
+    )
+    crs.patch_namespaced_custom_object(
+        "etcdcron.io",
+        "v1alpha1",
+        namespace,
+        "distributedcronjobs",
+        "orphan",
+        {"metadata": {"finalizers": None}},
+    )
 
     def namespace_gone() -> bool:
         try:
