@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from etcdcron.controller.resource import PAYLOAD_LIMIT, job_from_resource
-from etcdcron.dispatch.kubernetes import event_body, job_body
+from etcdcron.dispatch.k8s_objects import event_body, job_body
 from etcdcron.errors import ValidationError
 from etcdcron.firing import Firing
 from etcdcron.job import CatchUp, StoredJob

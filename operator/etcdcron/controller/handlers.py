@@ -25,7 +25,7 @@ from etcdcron.controller.mirror import ConflictError, NotLeaderError
 from etcdcron.controller.reconcile import Context, reconcile
 from etcdcron.controller.resource import expires_at, parse_time, utcnow
 from etcdcron.controller.status import Observed, desired_status, status_patch, urgent
-from etcdcron.dispatch.kubernetes import record_warning
+from etcdcron.dispatch.k8s_objects import record_warning
 from etcdcron.errors import EtcdCronError, EtcdUnavailableError
 from etcdcron.firing import to_ms
 from etcdcron.k8s_resource import GROUP, PLURAL, VERSION, api_error

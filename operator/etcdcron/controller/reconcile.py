@@ -15,7 +15,7 @@ from etcdcron.controller.decide import Action, Decision, decide, own_state
 from etcdcron.controller.mirror import ConflictError, Mirror
 from etcdcron.controller.resource import utcnow
 from etcdcron.controller.status import Observed
-from etcdcron.dispatch.kubernetes import job_body
+from etcdcron.dispatch.k8s_objects import job_body
 from etcdcron.firing import Firing
 from etcdcron.job import Job, StoredJob
 from etcdcron.k8s_resource import Envelope, api_error
