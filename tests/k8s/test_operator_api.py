@@ -217,3 +217,81 @@ def test_a_namespace_deleted_while_no_operator_ran_is_swept_at_start(
 async def tenant_jobs(endpoint: str, namespace: str) -> int:
     async with EtcdClient([endpoint]) as c:
         return len(await JobStore(c, Keys("/sweep")).list(namespace))
+
+
+def test_a_job_refused_at_a_tick_makes_ready_false_until_one_is_created(
+    operators, cluster, crs, k8s_api, k8s_namespace, tmp_path
+):
+    template = {
+        "spec": {
+            "template": {
+                "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}
+            }
+        }
+    }
+    spec = {"schedule": "* * * * * *", "target": {"job": {"template": template}}}
+    create(crs, k8s_namespace, "frozen", spec)
+    wait_for("a Job", lambda: jobs_of(k8s_api, k8s_namespace, "frozen"), timeout=40)
+    # From now on the API server refuses Jobs in this namespace (the template passed its dry run).
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        yaml.safe_dump_all(
+            [
+                {
+                    "apiVersion": "admissionregistration.k8s.io/v1",
+                    "kind": "ValidatingAdmissionPolicy",
+                    "metadata": {"name": k8s_namespace},
+                    "spec": {
+                        "failurePolicy": "Fail",
+                        "matchConstraints": {
+                            "resourceRules": [
+                                {
+                                    "apiGroups": ["batch"],
+                                    "apiVersions": ["v1"],
+                                    "operations": ["CREATE"],
+                                    "resources": ["jobs"],
+                                }
+                            ]
+                        },
+                        "validations": [{"expression": "false", "message": "Jobs are frozen here"}],
+                    },
+                },
+                {
+                    "apiVersion": "admissionregistration.k8s.io/v1",
+                    "kind": "ValidatingAdmissionPolicyBinding",
+                    "metadata": {"name": k8s_namespace},
+                    "spec": {
+                        "policyName": k8s_namespace,
+                        "validationActions": ["Deny"],
+                        "matchResources": {
+                            "namespaceSelector": {
+                                "matchLabels": {"kubernetes.io/metadata.name": k8s_namespace}
+                            }
+                        },
+                    },
+                },
+            ]
+        )
+    )
+    applied = kubectl(cluster.kubeconfig, "apply", "-f", str(policy))
+    assert applied.returncode == 0, applied.stderr
+    try:
+        obj = wait_for(
+            "Ready=False JobCreateFailed",
+            lambda: (
+                (o := get(crs, k8s_namespace, "frozen"))
+                and condition(o, "Ready").get("reason") == "JobCreateFailed"
+                and o
+            ),
+            timeout=60,
+        )
+        assert "Jobs are frozen here" in condition(obj, "Ready")["message"], condition(obj, "Ready")
+        warnings = [w for w in warnings_of(k8s_api, k8s_namespace, "frozen") if w.reason == "JobCreateFailed"]
+        assert len(warnings) == 1  # one Event, counted, not one per tick
+    finally:
+        kubectl(cluster.kubeconfig, "delete", "-f", str(policy))
+    wait_for(
+        "Ready again",
+        lambda: condition(get(crs, k8s_namespace, "frozen"), "Ready").get("status") == "True",
+        timeout=60,
+    )

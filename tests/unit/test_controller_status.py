@@ -159,3 +159,16 @@ def test_meaning_is_urgent_counters_are_not() -> None:
     assert urgent(current, {"nextScheduleTime": "2026-11-28T12:00:20.000Z"}, later)
     soon = NOW + timedelta(seconds=8.5)  # ... or is about to (within LEAD), before a write could land
     assert urgent(current, {"nextScheduleTime": "2026-11-28T12:00:20.000Z"}, soon)
+
+
+def test_a_job_the_api_server_refused_at_a_tick_makes_ready_false() -> None:
+    body = resource()
+    body["status"] = {
+        "dispatchFailure": {"reason": "JobCreateFailed", "message": "creating a Job failed: 403"}
+    }
+    ready = conds(status_of(body, Observed(stored_of(body), Cursor("id"), 2)))["Ready"]
+    assert (ready["status"], ready["reason"], ready["message"]) == (
+        "False",
+        "JobCreateFailed",
+        "creating a Job failed: 403",
+    )

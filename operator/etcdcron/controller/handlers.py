@@ -111,6 +111,8 @@ async def mirror(body: kopf.Body, patch: kopf.Patch, memo: Any, **_: Any) -> Non
     status, _wake = desired_status(plain, observed, utcnow(), STATUS_INTERVAL)
     for key, value in status_patch(before, status).items():
         patch.status[key] = value
+    if before.get("dispatchFailure"):
+        patch.status["dispatchFailure"] = None  # a new spec: the next tick says whether it still fails
     await _warn_on_change(plain, before, status, _ctx(memo))
     if observed.etcd_error is not None:
         raise kopf.TemporaryError(f"etcd unavailable: {observed.etcd_error}", delay=2)

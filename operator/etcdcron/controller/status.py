@@ -148,7 +148,8 @@ def desired_status(
         nxt, wake = (format_time(from_ms(ms)) if ms is not None else None), min(wake, look)
         never = _never_fires(observed.stored, cursor)
     status["nextScheduleTime"] = nxt
-    facts = _Facts(observed, suspended, complete, expired, expiry, runs, max_runs, nxt, never)
+    failure = str((old.get("dispatchFailure") or {}).get("message") or "")
+    facts = _Facts(observed, suspended, complete, expired, expiry, runs, max_runs, nxt, never, failure)
     status["conditions"] = _conditions(facts, generation, now, old.get("conditions"))
     return status, wake
 
@@ -164,6 +165,7 @@ class _Facts:
     max_runs: int | None
     nxt: str | None
     never: str | None
+    dispatch_failure: str = ""  # the API server refused the latest tick's Job (set by the dispatcher)
 
 
 def _ready(f: _Facts) -> tuple[bool, str, str]:
@@ -174,6 +176,8 @@ def _ready(f: _Facts) -> tuple[bool, str, str]:
         return False, "JobRejected", f.observed.rejected
     if f.observed.etcd_error is not None:
         return False, "EtcdUnavailable", f.observed.etcd_error
+    if f.dispatch_failure:
+        return False, "JobCreateFailed", f.dispatch_failure
     if f.suspended:
         return False, "Suspended", "spec.suspend is true"
     if f.complete:

@@ -21,7 +21,10 @@ from etcdcron.dispatch.k8s_objects import event_body, job_body, record_warning
 from etcdcron.firing import Firing
 from etcdcron.job import format_time
 from etcdcron.k8s_resource import (
+    GROUP,
     LABEL_JOB,
+    PLURAL,
+    VERSION,
     Envelope,
     api_detail,
     api_error,
@@ -55,8 +58,10 @@ class KubernetesDispatcher:
     def __init__(self, api_client: k8s.ApiClient, member: str) -> None:
         self.core = k8s.CoreV1Api(api_client)
         self.batch = k8s.BatchV1Api(api_client)
+        self.custom = k8s.CustomObjectsApi(api_client)
         self.member = member
         self._logged: dict[tuple[str, str, str], float] = {}
+        self._failing: dict[str, tuple[str | None, float]] = {}  # resource uid -> failure shown, when
 
     async def __call__(self, firing: Firing) -> None:
         envelope = Envelope.from_bytes(firing.job.job.payload)
@@ -122,17 +127,39 @@ class KubernetesDispatcher:
             if e.status == 409:
                 pass  # this tick's Job exists already
             elif _final(e):  # the request itself is wrong: retrying cannot help, say so once per cause
-                detail = api_detail(e)
-                self._warn(
-                    firing, envelope, "JobCreateFailed", f"creating a Job failed: {api_error(e)}", detail
-                )
-                log.warning(
-                    "job %s/%s: creating Job %s failed: %s", job.namespace, job.name, name, api_error(e)
-                )
+                message = f"creating a Job failed: {api_error(e)}"
+                self._warn(firing, envelope, "JobCreateFailed", message, api_detail(e))
+                self._log_once(job.namespace, job.name, message)
+                self._report(firing, envelope, message)
                 return
             else:
                 raise JobCreateError(f"creating Job {name} failed: {api_error(e)}") from None
+        self._report(firing, envelope, None)
         self._trim_history(job.namespace, ours, spec)
+
+    def _report(self, firing: Firing, envelope: Envelope, failure: str | None) -> None:
+        """Show a failure to create the tick's Job in the resource's status (its Ready condition says it)
+        and clear it at the next success: a status write when that changes (or, for a failure that goes
+        on, once a minute, in case a spec change cleared it), not per tick."""
+        shown, when = self._failing.get(envelope.uid, (None, 0.0))
+        if shown == failure and (failure is None or time.monotonic() - when < REPEAT_LOG_SECONDS):
+            return
+        job = firing.job.job
+        value = None
+        if failure is not None:
+            value = {"reason": "JobCreateFailed", "message": failure, "time": format_time(firing.fired)}
+        try:
+            self.custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, job.namespace, PLURAL, job.name, {"status": {"dispatchFailure": value}}
+            )
+        except ApiException as e:
+            if e.status != 404:
+                self._log_once(job.namespace, job.name, f"status not written: {api_error(e)}")
+            return
+        if failure is None:
+            self._failing.pop(envelope.uid, None)
+        else:
+            self._failing[envelope.uid] = (failure, time.monotonic())
 
     def _trim_history(self, namespace: str, jobs: list[Any], spec: dict[str, Any]) -> None:
         limits = {
