@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import importlib.util
 import logging
-import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -52,6 +51,7 @@ FLAG_OF_FIELD = {
     "to": "--to",
     "rate": "--rate",
     "member_id": "--member-id",
+    "metrics_port": "--metrics-port",
     "timeout": "--timeout",
     "name_prefix": "--name-prefix",
     "jitter": "--jitter",
@@ -93,6 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
     pool_member(member)
     member.add_argument("--sink", choices=["stdout", "log"], default="stdout", help="where firings go")
     member.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics on this port")
+    member.add_argument(
+        "--bind-address",
+        default=env("BIND_ADDRESS", "0.0.0.0"),
+        help="address of the metrics port (env ETCDCRON_BIND_ADDRESS; default %(default)s)",
+    )
 
     COMMANDS.update(cli_jobs.add_parsers(sub, common, tenant))
 
@@ -100,7 +105,31 @@ def build_parser() -> argparse.ArgumentParser:
     pool_member(op)
     op.add_argument("--metrics-port", type=int, default=int(env("METRICS_PORT", "9090")), help="0: off")
     op.add_argument("--health-port", type=int, default=int(env("HEALTH_PORT", "8080")), help="0: off")
-    op.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"), help="default: in-cluster")
+    op.add_argument(
+        "--kubeconfig",
+        help="kubeconfig file (default: $KUBECONFIG, else the pod's own credentials when run in a pod, "
+        "else ~/.kube/config)",
+    )
+    op.add_argument(
+        "--bind-address",
+        default=env("BIND_ADDRESS", "0.0.0.0"),
+        help="address of the metrics and health ports (env ETCDCRON_BIND_ADDRESS; default %(default)s)",
+    )
+    op.add_argument(
+        "--webhook-port",
+        type=int,
+        default=int(env("WEBHOOK_PORT", "0")),
+        help="serve the validating admission webhook on this port and register it with the API server "
+        "(ValidatingWebhookConfiguration etcdcron.io; env ETCDCRON_WEBHOOK_PORT; 0: off)",
+    )
+    op.add_argument(
+        "--webhook-host",
+        default=env("WEBHOOK_HOST", "") or None,
+        help="the host name or address the API server calls the webhook at (default: --bind-address)",
+    )
+    op.add_argument(
+        "-v", "--verbose", action="count", default=0, dest="operator_verbose", help="more logging"
+    )
 
     dev = sub.add_parser("dev", help="demo: a local etcd, a pool of members and a sample job, firing")
     dev.add_argument("--members", type=int, default=3)
@@ -135,7 +164,12 @@ async def cmd_member(args: argparse.Namespace) -> int:
     if args.metrics_port:
         from prometheus_client import start_http_server
 
-        start_http_server(args.metrics_port, addr="127.0.0.1")
+        try:
+            start_http_server(args.metrics_port, addr=args.bind_address)
+        except OSError as e:
+            raise ValidationError(
+                "metrics_port", f"cannot listen on {args.bind_address}:{args.metrics_port}: {e.strerror}"
+            ) from None
 
     async def log_sink(firing: Any) -> None:
         logging.getLogger("etcdcron.firing").info("fired %s run %d", firing.key, firing.run)
@@ -185,11 +219,17 @@ async def cmd_dev(args: argparse.Namespace) -> int:
 
 
 async def cmd_operator(args: argparse.Namespace) -> int:
+    """Startup problems are one line naming the flag or file: exit 2 for bad input, 1 for the rest."""
     _require_extra("kopf", "operator", "etcdcron operator")
-    from etcdcron.controller.run import OperatorSettings, main
+    from etcdcron.controller.credentials import CredentialsError, kubeconfig_path
+    from etcdcron.controller.run import OperatorSettings, PortInUseError, main
 
     if args.lease_ttl < 1:
         raise ValidationError("lease_ttl", f"must be at least 1 second, got {args.lease_ttl}")
+    ports = [("--metrics-port", args.metrics_port), ("--health-port", args.health_port)]
+    for flag, port in [*ports, ("--webhook-port", args.webhook_port)]:
+        if not 0 <= port <= 65535:
+            raise ValidationError(flag, f"must be a port number (0: off), got {port}")
     settings = OperatorSettings(
         endpoints=parse_endpoints(args.endpoints),
         prefix=keys_of(args).prefix,
@@ -197,9 +237,19 @@ async def cmd_operator(args: argparse.Namespace) -> int:
         lease_ttl=args.lease_ttl,
         metrics_port=args.metrics_port,
         health_port=args.health_port,
-        kubeconfig=args.kubeconfig,
+        kubeconfig=kubeconfig_path(args.kubeconfig),
+        bind_address=args.bind_address,
+        webhook_port=args.webhook_port,
+        webhook_host=args.webhook_host,
     )
-    return await main(settings)
+    try:
+        return await main(settings)
+    except CredentialsError as e:
+        print(f"etcdcron: error: {e}", file=sys.stderr)
+        return 2
+    except PortInUseError as e:
+        print(f"etcdcron: error: {e}", file=sys.stderr)
+        return 1
 
 
 COMMANDS: dict[str, Handler] = {
@@ -216,8 +266,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as e:
         print(f"etcdcron: error: {e}", file=sys.stderr)
         return 2
+    verbose = args.verbose + getattr(args, "operator_verbose", 0)  # `etcdcron -v operator` = `operator -v`
     logging.basicConfig(
-        level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
+        level=[logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)],
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )

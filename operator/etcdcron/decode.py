@@ -94,6 +94,17 @@ def decode_job(keys: Keys, key: bytes, value: bytes) -> tuple[JobRef, StoredJob]
     return ref, stored
 
 
+def decode_spec(key: bytes, value: bytes) -> StoredJob:
+    """A stored job spec without checking it against its key (the caller read it by name)."""
+    doc = _object(key, value)
+    try:
+        return _stored_job(doc)
+    except _Bad as e:
+        raise BadEntryError(key, str(e)) from None
+    except ValidationError as e:
+        raise BadEntryError(key, f"{e.field}: {e.reason}") from None
+
+
 def decode_cursor(key: bytes, value: bytes) -> Cursor:
     """A job's run state (written only by firing commits, but read as untrusted all the same)."""
     doc = _object(key, value)

@@ -11,6 +11,7 @@ Layout under a prefix P (default ``/etcdcron``)::
     P/members/<member-id>              one per live member, bound to its lease
     P/partitions/<pppp>                owner of partition pppp, bound to the owner's lease
     P/leaders/<role>                   the one member doing <role> (the operator's reconciler), on its lease
+    P/resources/<tenant>/<name>        the operator's record of the resource a job mirrors (uid, generation)
 
 The partition comes first so a member loads and watches only what it owns. Every prefix used for a range
 ends with ``/`` so tenant ``test`` never matches ``test-1``.
@@ -153,3 +154,14 @@ class Keys:
     def leader(self, role: str) -> bytes:
         """The key a leader of ``role`` (e.g. the operator's reconciler) holds, bound to its member lease."""
         return f"{self.prefix}/leaders/{role}".encode()
+
+    # -- the operator's records -------------------------------------------------------------------------
+    def resource(self, tenant: str, name: str) -> bytes:
+        """The operator's record of the DistributedCronJob that job ``tenant/name`` mirrors."""
+        return f"{self.prefix}/resources/{tenant}/{name}".encode()
+
+    def resources_root(self) -> bytes:
+        return f"{self.prefix}/resources/".encode()
+
+    def resources_of_tenant(self, tenant: str) -> bytes:
+        return f"{self.prefix}/resources/{tenant}/".encode()

@@ -85,7 +85,7 @@ def test_build_commit_fences_each_partition_once_and_leaves_out_dropped_ones() -
     assert [j.spec_key for j in commit.jobs] == [chunk[0].spec_key, chunk[1].spec_key]
     assert commit.fences == {1: 111}
     assert len(commit.compares) == 1 + 2 * 2
-    # A cursor put and an in-flight record; a final run's two deletes and its record (carrying the spec).
+    # A cursor put and an in-flight record; a final run deletes its spec, puts its cursor and its record.
     assert len(commit.ops) == 2 + 3
     records = inflight_records(chunk[1], KEYS)
     assert [r.spec for _, r in records] == [STORED.to_json()]

@@ -1,4 +1,4 @@
-"""DistributedCronJob -> Job and -> status, without a cluster."""
+"""DistributedCronJob -> Job, and a tick's Event or Job, without a cluster."""
 
 from __future__ import annotations
 
@@ -7,19 +7,12 @@ from typing import Any
 
 import pytest
 
-from etcdcron.controller.resource import (
-    Envelope,
-    Observed,
-    desired_status,
-    dispatched_name,
-    job_from_resource,
-    mirrors,
-    status_patch,
-)
-from etcdcron.dispatch.kubernetes import event_body, job_body
+from etcdcron.controller.resource import PAYLOAD_LIMIT, job_from_resource
+from etcdcron.dispatch.k8s_objects import event_body, job_body
 from etcdcron.errors import ValidationError
-from etcdcron.firing import Cursor, Firing, to_ms
+from etcdcron.firing import Firing
 from etcdcron.job import CatchUp, StoredJob
+from etcdcron.k8s_resource import Envelope, dispatched_name
 
 NOW = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC)
 
@@ -86,67 +79,11 @@ def test_invalid_spec_names_the_resource_field(spec: dict[str, Any], field: str)
     assert err.value.field == field
 
 
-def test_mirroring_is_guarded_by_generation() -> None:
-    body = resource()
-    stored = StoredJob(job_from_resource(body, NOW), "id", NOW)
-    assert mirrors(stored, body)
-    body["metadata"]["generation"] = 3
-    assert not mirrors(stored, body)
-
-
-def test_status_of_a_running_job() -> None:
-    body = resource(maxRuns=10)
-    stored = StoredJob(job_from_resource(body, NOW), "id", NOW)
-    cursor = Cursor("id", to_ms(NOW + timedelta(seconds=20)), runs=3, missed=1)
-    status = desired_status(body, Observed(stored, cursor), NOW + timedelta(seconds=21))
-    assert status["runCount"] == 3 and status["remainingRuns"] == 7 and status["missedRuns"] == 1
-    assert status["lastScheduleTime"] == "2026-11-28T12:00:20.000Z"
-    assert status["nextScheduleTime"] == "2026-11-28T12:00:30.000Z"
-    assert status["lastDispatched"] == {
-        "kind": "Event",
-        "name": f"report-{int((NOW + timedelta(seconds=20)).timestamp())}",
-        "scheduledTime": "2026-11-28T12:00:20.000Z",
-    }
-    conds = {c["type"]: c for c in status["conditions"]}
-    assert conds["Ready"]["status"] == "True" and conds["Complete"]["status"] == "False"
-    assert status["observedGeneration"] == 2
-
-
-def test_a_vanished_max_runs_job_is_complete() -> None:
-    body = resource(maxRuns=3)
-    body["status"] = {"observedGeneration": 2, "runCount": 2}
-    status = desired_status(body, Observed(None, None), NOW)
-    conds = {c["type"]: c["status"] for c in status["conditions"]}
-    assert conds["Complete"] == "True" and status["runCount"] == 3 and status["nextScheduleTime"] is None
-
-
-def test_not_yet_mirrored_is_pending_not_complete() -> None:
-    status = desired_status(resource(maxRuns=3), Observed(None, None), NOW)
-    conds = {c["type"]: c for c in status["conditions"]}
-    assert conds["Complete"]["status"] == "False" and conds["Ready"]["reason"] == "Pending"
-    assert status["observedGeneration"] is None
-
-
-def test_conditions_keep_their_transition_time_and_patches_are_minimal() -> None:
-    body = resource()
-    stored = StoredJob(job_from_resource(body, NOW), "id", NOW)
-    first = desired_status(body, Observed(stored, Cursor("id")), NOW)
-    body["status"] = first
-    later = desired_status(body, Observed(stored, Cursor("id")), NOW + timedelta(minutes=5))
-    assert later["conditions"] == first["conditions"]
-    assert status_patch(first, later) == {}
-
-
-def test_invalid_schedule_condition() -> None:
-    status = desired_status(
-        resource(), Observed(None, None, invalid=ValidationError("spec.schedule", "bad")), NOW
-    )
-    conds = {c["type"]: c for c in status["conditions"]}
-    assert (
-        conds["ScheduleValid"]["status"] == "False"
-        and conds["ScheduleValid"]["message"] == "spec.schedule: bad"
-    )
-    assert conds["Ready"]["status"] == "False"
+def test_a_payload_over_the_limit_names_spec_payload() -> None:
+    job_from_resource(resource(payload="x" * (PAYLOAD_LIMIT - 2)), NOW)  # the quotes count
+    with pytest.raises(ValidationError) as err:
+        job_from_resource(resource(payload="x" * (PAYLOAD_LIMIT - 1)), NOW)
+    assert err.value.field == "spec.payload"
 
 
 def test_dispatched_objects_carry_the_firing() -> None:

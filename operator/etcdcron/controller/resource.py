@@ -1,4 +1,4 @@
-"""DistributedCronJob <-> etcd-cron Job, and the resource's status: pure functions, tested without a cluster.
+"""DistributedCronJob -> etcd-cron Job: pure, tested without a cluster.
 
 The etcd job's payload is an *envelope*: the resource's uid and generation (so mirroring is idempotent,
 guarded by ``metadata.generation``), its dispatch target and the user's payload. Members decode it to
@@ -9,27 +9,17 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from etcdcron.errors import ValidationError
-from etcdcron.firing import Cursor, first_after_ms, from_ms, next_tick_ms
-from etcdcron.job import CatchUp, Job, StoredJob, format_time
-
-GROUP = "etcdcron.io"
-VERSION = "v1alpha1"
-PLURAL = "distributedcronjobs"
-KIND = "DistributedCronJob"
-API_VERSION = f"{GROUP}/{VERSION}"
-
-LABEL_JOB = "etcdcron.io/job"
-ANNOTATION_SCHEDULED = "etcdcron.io/scheduled-time"
-ANNOTATION_RUN = "etcdcron.io/run"
-ANNOTATION_TYPE = "etcdcron.io/type"
-ANNOTATION_PAYLOAD = "etcdcron.io/payload"
+from etcdcron.job import CatchUp, Job
+from etcdcron.k8s_resource import Envelope
 
 DEFAULT_DEADLINE_SECONDS = 300
+PAYLOAD_LIMIT = 192 * 1024
+"""spec.payload as compact JSON, at most: it travels as an annotation of every Event and Job (all annotations
+of an object share 256 KiB), and ``kubectl apply`` copies it into its own last-applied annotation."""
 _CATCH_UP = {"All": CatchUp.ALL, "Latest": CatchUp.LATEST, "None": CatchUp.NONE}
 # Library field -> the resource's field, so a condition message names what the user wrote.
 SPEC_FIELD = {
@@ -44,29 +34,6 @@ SPEC_FIELD = {
     "name": "metadata.name",
     "namespace": "metadata.namespace",
 }
-
-
-@dataclass(frozen=True, slots=True)
-class Envelope:
-    """What a member needs to dispatch a firing of a resource."""
-
-    uid: str
-    generation: int
-    target: dict[str, Any]
-    payload: Any
-
-    def to_bytes(self) -> bytes:
-        doc = {"uid": self.uid, "generation": self.generation, "target": self.target, "payload": self.payload}
-        return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
-
-    @classmethod
-    def from_bytes(cls, raw: bytes) -> Envelope:
-        doc = json.loads(raw)
-        return cls(doc["uid"], int(doc["generation"]), doc["target"], doc.get("payload"))
-
-    @property
-    def kind(self) -> str:
-        return "Job" if "job" in self.target else "Event"
 
 
 def parse_time(text: str) -> datetime:
@@ -84,7 +51,13 @@ def job_from_resource(body: dict[str, Any], now: datetime) -> Job:
     """The etcd-cron Job mirroring a resource; a ValidationError names the resource's field."""
     meta, spec = body["metadata"], body.get("spec", {})
     target = spec.get("target") or {"event": {"reason": "Fired"}}
-    envelope = Envelope(meta["uid"], int(meta.get("generation", 1)), target, spec.get("payload"))
+    payload = spec.get("payload")
+    size = len(json.dumps(payload, separators=(",", ":")).encode())
+    if size > PAYLOAD_LIMIT:
+        raise ValidationError(
+            "spec.payload", f"must be at most {PAYLOAD_LIMIT} bytes as compact JSON, got {size}"
+        )
+    envelope = Envelope(meta["uid"], int(meta.get("generation", 1)), target, payload)
     ttl = None
     expiry = expires_at(body)
     if expiry is not None:
@@ -111,178 +84,6 @@ def job_from_resource(body: dict[str, Any], now: datetime) -> Job:
         )
     except ValidationError as e:
         raise ValidationError(SPEC_FIELD.get(e.field, e.field), e.reason) from None
-
-
-def mirrors(stored: StoredJob, body: dict[str, Any]) -> bool:
-    """Whether the etcd job already mirrors this generation of this resource (mirroring is idempotent)."""
-    try:
-        envelope = Envelope.from_bytes(stored.job.payload)
-    except (ValueError, KeyError):
-        return False
-    meta = body["metadata"]
-    return envelope.uid == meta["uid"] and envelope.generation == int(meta.get("generation", 1))
-
-
-def dispatched_name(resource: str, scheduled: datetime) -> str:
-    """The Event or Job of one tick, named from the firing's identity so a retry finds it already there."""
-    return f"{resource}-{int(scheduled.timestamp())}"
-
-
-# -- status -------------------------------------------------------------------------------------------------
-def condition(
-    kind: str,
-    ok: bool,
-    reason: str,
-    message: str,
-    generation: int,
-    now: datetime,
-    previous: list[dict[str, Any]] | None,
-) -> dict[str, Any]:
-    """A metav1.Condition whose lastTransitionTime moves only when its status flips."""
-    status = "True" if ok else "False"
-    since = format_time(now)
-    for old in previous or []:
-        if old.get("type") == kind and old.get("status") == status:
-            since = old.get("lastTransitionTime", since)
-    return {
-        "type": kind,
-        "status": status,
-        "reason": reason,
-        "message": message,
-        "observedGeneration": generation,
-        "lastTransitionTime": since,
-    }
-
-
-@dataclass(frozen=True, slots=True)
-class Observed:
-    """What the controller knows of a resource beyond its body: its etcd job and run state, if any."""
-
-    stored: StoredJob | None
-    cursor: Cursor | None
-    invalid: ValidationError | None = None
-    etcd_error: str | None = None
-
-
-def desired_status(body: dict[str, Any], observed: Observed, now: datetime) -> dict[str, Any]:
-    """The whole status a resource should show now (the caller writes only what differs)."""
-    spec, meta = body.get("spec", {}), body["metadata"]
-    old = body.get("status") or {}
-    generation = int(meta.get("generation", 1))
-    previous = old.get("conditions")
-    cursor = observed.cursor
-    runs = cursor.runs if cursor is not None else int(old.get("runCount") or 0)
-    missed = cursor.missed if cursor is not None else int(old.get("missedRuns") or 0)
-    max_runs = spec.get("maxRuns")
-    suspended = bool(spec.get("suspend"))
-    expiry = expires_at(body)
-    expired = expiry is not None and now >= expiry
-    # A job with max runs leaves etcd with its final firing: once this generation was mirrored, a vanished
-    # job means it completed, even if our last status write missed its final runs.
-    vanished = (
-        max_runs is not None
-        and observed.stored is None
-        and observed.invalid is None
-        and observed.etcd_error is None
-        and not suspended
-        and old.get("observedGeneration") == generation
-    )
-    complete = vanished or (max_runs is not None and runs >= int(max_runs))
-    if vanished and max_runs is not None:
-        runs = int(max_runs)
-    # observedGeneration says "this generation is mirrored (or refused)": never claim it before that.
-    settled = observed.stored is not None or observed.invalid is not None or suspended or complete or expired
-    status: dict[str, Any] = {
-        "observedGeneration": generation if settled else old.get("observedGeneration"),
-        "runCount": runs,
-        "missedRuns": missed,
-        "remainingRuns": max(int(max_runs) - runs, 0) if max_runs is not None else None,
-        "lastScheduleTime": old.get("lastScheduleTime"),
-        "lastDispatched": old.get("lastDispatched"),
-    }
-    if cursor is not None and cursor.runs and cursor.last_tick_ms is not None:
-        last = from_ms(cursor.last_tick_ms)
-        status["lastScheduleTime"] = format_time(last)
-        status["lastDispatched"] = {
-            "kind": "Job" if "job" in (spec.get("target") or {}) else "Event",
-            "name": dispatched_name(meta["name"], last),
-            "scheduledTime": format_time(last),
-        }
-        if cursor.fired_ms is not None:
-            status["lastDispatched"]["time"] = format_time(from_ms(cursor.fired_ms))
-    nxt = None
-    if observed.stored is not None and cursor is not None and not (suspended or complete or expired):
-        stored = observed.stored
-        ms = next_tick_ms(stored.schedule(), first_after_ms(stored, cursor), stored)
-        nxt = format_time(from_ms(ms)) if ms is not None else None
-    status["nextScheduleTime"] = nxt
-    status["conditions"] = _conditions(
-        observed, suspended, complete, expired, expiry, runs, max_runs, nxt, generation, now, previous
-    )
-    return status
-
-
-def _conditions(
-    observed: Observed,
-    suspended: bool,
-    complete: bool,
-    expired: bool,
-    expiry: datetime | None,
-    runs: int,
-    max_runs: int | None,
-    nxt: str | None,
-    generation: int,
-    now: datetime,
-    previous: list[dict[str, Any]] | None,
-) -> list[dict[str, Any]]:
-    invalid = observed.invalid
-    problem = f"{invalid.field}: {invalid.reason}" if invalid is not None else ""
-    if invalid is not None:
-        ready = (False, "InvalidSchedule", problem)
-    elif observed.etcd_error is not None:
-        ready = (False, "EtcdUnavailable", observed.etcd_error)
-    elif suspended:
-        ready = (False, "Suspended", "spec.suspend is true")
-    elif complete:
-        ready = (False, "Complete", f"all {max_runs} runs fired")
-    elif expired:
-        ready = (False, "Expired", "ttlSeconds passed")
-    elif observed.stored is None:
-        ready = (False, "Pending", "not yet stored in etcd")
-    else:
-        ready = (True, "Scheduled", f"next tick at {nxt}" if nxt else "no further tick")
-    expiry_text = format_time(expiry) if expiry is not None else ""
-
-    def cond(kind: str, ok: bool, reason: str, message: str) -> dict[str, Any]:
-        return condition(kind, ok, reason, message, generation, now, previous)
-
-    return [
-        cond("Ready", *ready),
-        cond("ScheduleValid", invalid is None, "Valid" if invalid is None else "Invalid", problem),
-        cond(
-            "Suspended",
-            suspended,
-            "Suspended" if suspended else "Active",
-            "spec.suspend is true" if suspended else "",
-        ),
-        cond(
-            "Complete",
-            complete,
-            "MaxRunsReached" if complete else "Running",
-            f"{runs} of {max_runs} runs fired" if complete else "",
-        ),
-        cond(
-            "Expired",
-            expired,
-            "TTLExpired" if expired else "Live",
-            f"ttlSeconds passed at {expiry_text}" if expired else "",
-        ),
-    ]
-
-
-def status_patch(current: dict[str, Any], desired: dict[str, Any]) -> dict[str, Any]:
-    """Only the fields that change (a None value deletes the field in a merge patch)."""
-    return {k: v for k, v in desired.items() if current.get(k) != v}
 
 
 def utcnow() -> datetime:

@@ -1,6 +1,6 @@
 """``etcdcron operator``: every replica is a pool member dispatching Events and Jobs; the elected one also
 runs the kopf reconciler. Health (``/healthz``, ``/readyz``) and Prometheus metrics are served on their own
-ports.
+ports, on one configurable address.
 """
 
 from __future__ import annotations
@@ -8,26 +8,35 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
+import socket
 from dataclasses import dataclass
 
 import kopf
 from aiohttp import web
-from kubernetes import client as k8s
-from kubernetes import config as k8s_config
-from prometheus_client import start_http_server
+from prometheus_client import Gauge, start_http_server
 
-from etcdcron.controller import handlers
+from etcdcron.controller import handlers, logs, webhook
+from etcdcron.controller.credentials import kubernetes_api
 from etcdcron.controller.leader import LeaderElection
+from etcdcron.controller.mirror import Mirror
+from etcdcron.controller.reconcile import Context
 from etcdcron.dispatch.kubernetes import KubernetesDispatcher
+from etcdcron.errors import EtcdCronError, EtcdUnavailableError
 from etcdcron.etcd import EtcdClient
 from etcdcron.job import Job
 from etcdcron.keys import Keys
 from etcdcron.pool import Member
-from etcdcron.store import JobStore
+from etcdcron.settings import PoolSettings
 
 log = logging.getLogger(__name__)
+LEADER = Gauge("etcdcron_reconciler_leader", "1 while this replica is the elected reconciler, else 0")
+ETCD_PROBE_TIMEOUT = 2.0
+KOPF_STOP_TIMEOUT = 15.0
+
+
+class PortInUseError(EtcdCronError):
+    """A port flag names a port that is taken (or an address that cannot be bound)."""
 
 
 @dataclass(frozen=True)
@@ -39,91 +48,153 @@ class OperatorSettings:
     metrics_port: int
     health_port: int
     kubeconfig: str | None = None
+    bind_address: str = "0.0.0.0"
+    webhook_port: int = 0  # 0: no admission webhook
+    webhook_host: str | None = None  # how the API server reaches it (default: the bind address)
 
 
-def kubernetes_api(kubeconfig: str | None) -> k8s.ApiClient:
-    """In-cluster credentials when running in a pod, else the kubeconfig (``KUBECONFIG`` or the flag)."""
-    if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
-        k8s_config.load_incluster_config()
-        return k8s.ApiClient()
-    configuration = k8s.Configuration()
-    k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
-    return k8s.ApiClient(configuration)
+@dataclass
+class Readiness:
+    """``/readyz``: a settled pool member, etcd answering now, and, on the leader, kopf watching the API."""
+
+    member: Member
+    client: EtcdClient
+    keys: Keys
+    election: LeaderElection | None = None
+    watching: asyncio.Event | None = None
+
+    async def check(self) -> str | None:
+        """None when ready, else why not (one line)."""
+        if not self.member.membership.joined.is_set():
+            return "not a pool member (etcd unreachable?)"
+        if not self.member.settled.is_set():
+            return "pool member not settled (taking over partitions)"
+        try:
+            await asyncio.wait_for(self.client.get(self.keys.leader("reconciler")), ETCD_PROBE_TIMEOUT)
+        except (EtcdUnavailableError, TimeoutError) as e:
+            return f"etcd unreachable: {e or 'timeout'}"
+        leading = self.election is not None and self.election.is_leader
+        if leading and (self.watching is None or not self.watching.is_set()):
+            return "leader, but the reconciler is not watching the API yet"
+        return None
 
 
-async def _serve_health(port: int, member: Member) -> web.AppRunner:
+async def _serve_health(address: str, port: int, readiness: Readiness) -> web.AppRunner:
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok")  # the process and its event loop are alive
 
     async def readyz(_: web.Request) -> web.Response:
-        if member.membership.joined.is_set():
-            return web.Response(text="ready")
-        return web.Response(status=503, text="not a pool member (etcd unreachable?)")
+        problem = await readiness.check()
+        return web.Response(text="ready") if problem is None else web.Response(status=503, text=problem)
 
     app = web.Application()
     app.add_routes([web.get("/healthz", healthz), web.get("/readyz", readyz)])
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, "0.0.0.0", port).start()
+    try:
+        await web.TCPSite(runner, address, port).start()
+    except OSError as e:
+        await runner.cleanup()
+        raise PortInUseError(
+            f"--health-port {port}: cannot listen on {address}:{port}: {e.strerror}"
+        ) from None
     return runner
 
 
+def _check_port(address: str, port: int, flag: str) -> None:
+    """Fail at start, naming the flag, if the port is taken (kopf would only log it, later, in a loop)."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((address, port))
+        except OSError as e:
+            raise PortInUseError(f"{flag} {port}: cannot listen on {address}: {e.strerror}") from None
+
+
+def _serve_metrics(address: str, port: int) -> None:
+    try:
+        start_http_server(port, addr=address)
+    except OSError as e:
+        raise PortInUseError(
+            f"--metrics-port {port}: cannot listen on {address}:{port}: {e.strerror}"
+        ) from None
+
+
 async def run_operator(settings: OperatorSettings, stop: asyncio.Event) -> None:
-    client = EtcdClient(settings.endpoints)
-    keys = Keys(settings.prefix)
-    api = kubernetes_api(settings.kubeconfig)
+    api = kubernetes_api(settings.kubeconfig)  # first: a credentials problem is one line, nothing started
+    if settings.metrics_port:
+        _serve_metrics(settings.bind_address, settings.metrics_port)
+    pool = PoolSettings(tuple(settings.endpoints), settings.prefix, settings.member_id, settings.lease_ttl)
+    client = pool.client()
+    keys = pool.keys
 
     async def on_error(job: Job | None, error: Exception) -> None:
         name = f"{job.namespace}/{job.name}" if job else "?"
         log.error("dispatch of %s failed: %s", name, error)
 
-    member = Member(
-        client,
-        keys,
-        KubernetesDispatcher(api, settings.member_id),
-        member_id=settings.member_id,
-        lease_ttl=settings.lease_ttl,
-        on_error=on_error,
-    )
-    if settings.metrics_port:
-        start_http_server(settings.metrics_port)
-    health = await _serve_health(settings.health_port, member) if settings.health_port else None
-    memo = kopf.Memo(context=handlers.Context(JobStore(client, keys), api))
+    member = pool.member(client, KubernetesDispatcher(api, settings.member_id), on_error=on_error)
+    election = LeaderElection(client, keys, member.membership, "reconciler")
+    readiness = Readiness(member, client, keys, election)
+    health = None
+    if settings.health_port:
+        health = await _serve_health(settings.bind_address, settings.health_port, readiness)
+    hook = None
+    if settings.webhook_port:
+        _check_port(settings.bind_address, settings.webhook_port, "--webhook-port")
+        webhook.register(handlers.registry, handlers.RESOURCE)
+        hook = (settings.webhook_port, settings.webhook_host, settings.bind_address)
+    memo = kopf.Memo(context=Context(Mirror(client, keys, lambda: election.fence), api, hook))
 
     async def lead(lost: asyncio.Event) -> None:
-        kopf_stop = asyncio.Event()
+        LEADER.set(1)
+        kopf_stop, watching = asyncio.Event(), asyncio.Event()
+        readiness.watching = watching
         reconciler = asyncio.create_task(
             kopf.operator(
                 registry=handlers.registry,
                 clusterwide=True,
                 standalone=True,
                 stop_flag=kopf_stop,
+                ready_flag=watching,
                 memo=memo,
             )
         )
         waiters = [asyncio.create_task(lost.wait()), asyncio.create_task(stop.wait())]
-        done, _ = await asyncio.wait([reconciler, *waiters], return_when=asyncio.FIRST_COMPLETED)
-        for waiter in waiters:
-            waiter.cancel()
-        if reconciler in done:
-            stop.set()  # kopf stopped on its own (it traps SIGTERM/SIGINT while it runs): shut down
-        kopf_stop.set()
-        with contextlib.suppress(Exception):
-            await reconciler
-        _install_signals(stop)
+        try:
+            done, _ = await asyncio.wait([reconciler, *waiters], return_when=asyncio.FIRST_COMPLETED)
+            if reconciler in done:
+                stop.set()  # kopf stopped on its own (it traps SIGTERM/SIGINT while it runs): shut down
+            elif lost.is_set():
+                log.warning("%s lost the reconciler lease: the reconciler stops here", settings.member_id)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+            kopf_stop.set()
+            with contextlib.suppress(Exception, asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(reconciler, KOPF_STOP_TIMEOUT)
+            LEADER.set(0)
+            _install_signals(stop)
 
     await member.start()
-    election = asyncio.create_task(LeaderElection(client, keys, member.membership, "reconciler").run(lead))
+    campaign = asyncio.create_task(election.run(lead, stop))
+    failed = asyncio.create_task(member.done.wait())  # a member that failed left the pool: stop loudly
+    failed.add_done_callback(lambda _: stop.set())
     try:
         await stop.wait()
+        # Leading, the election resigns once kopf stopped, so another replica leads at once.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(campaign), KOPF_STOP_TIMEOUT + 5)
     finally:
-        election.cancel()
-        await asyncio.gather(election, return_exceptions=True)
+        campaign.cancel()
+        failed.cancel()
+        await asyncio.gather(campaign, failed, return_exceptions=True)
         await member.stop()
         if health is not None:
             await health.cleanup()
         await client.close()
         await asyncio.to_thread(api.close)
+    if member.failure is not None:
+        raise member.failure  # `etcdcron operator` exits 1 with this one line
 
 
 def _install_signals(stop: asyncio.Event) -> None:
@@ -133,6 +204,7 @@ def _install_signals(stop: asyncio.Event) -> None:
 
 
 async def main(settings: OperatorSettings) -> int:
+    logs.install()
     stop = asyncio.Event()
     _install_signals(stop)
     await run_operator(settings, stop)

@@ -10,130 +10,38 @@ The official ``kubernetes`` client is blocking: every call runs in a worker thre
 from __future__ import annotations
 
 import asyncio
-import copy
-import json
 import logging
-from datetime import UTC, datetime
+import time
 from typing import Any
 
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
-from etcdcron.controller.resource import (
-    ANNOTATION_PAYLOAD,
-    ANNOTATION_RUN,
-    ANNOTATION_SCHEDULED,
-    ANNOTATION_TYPE,
-    API_VERSION,
-    KIND,
-    LABEL_JOB,
-    Envelope,
-    dispatched_name,
-)
+from etcdcron.dispatch.k8s_objects import event_body, job_body, record_warning
 from etcdcron.firing import Firing
 from etcdcron.job import format_time
+from etcdcron.k8s_resource import (
+    GROUP,
+    LABEL_JOB,
+    PLURAL,
+    VERSION,
+    Envelope,
+    api_detail,
+    api_error,
+    dispatched_name,
+)
 
 log = logging.getLogger(__name__)
-REPORTING_COMPONENT = "etcdcron.io/operator"
+REPEAT_LOG_SECONDS = 60
 
 
-def _owner(name: str, uid: str) -> dict[str, Any]:
-    return {
-        "apiVersion": API_VERSION,
-        "kind": KIND,
-        "name": name,
-        "uid": uid,
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
+class JobCreateError(Exception):
+    """Creating a tick's Event or Job failed in a way a retry may fix (server error, throttling)."""
 
 
-def _event(job_name: str, namespace: str, uid: str, member: str, **fields: Any) -> dict[str, Any]:
-    """A core/v1 Event about a DistributedCronJob, reported by this operator replica."""
-    now = format_time(datetime.now(UTC))
-    return {
-        "apiVersion": "v1",
-        "kind": "Event",
-        "involvedObject": {
-            "apiVersion": API_VERSION,
-            "kind": KIND,
-            "name": job_name,
-            "namespace": namespace,
-            "uid": uid,
-        },
-        "count": 1,
-        "firstTimestamp": now,
-        "lastTimestamp": now,
-        "source": {"component": "etcdcron-operator"},
-        "reportingComponent": REPORTING_COMPONENT,
-        "reportingInstance": member[:128],
-        **fields,
-    }
-
-
-def event_body(firing: Firing, envelope: Envelope, member: str) -> dict[str, Any]:
-    """The Event of one tick, named from the firing's identity."""
-    job = firing.job.job
-    reason = (envelope.target.get("event") or {}).get("reason") or "Fired"
-    return _event(
-        job.name,
-        job.namespace,
-        envelope.uid,
-        member,
-        metadata={
-            "name": dispatched_name(job.name, firing.scheduled),
-            "namespace": job.namespace,
-            "labels": {LABEL_JOB: job.name},
-            "annotations": _annotations(firing, envelope),
-        },
-        reason=reason,
-        message=f"tick {format_time(firing.scheduled)} fired (run {firing.run})",
-        type="Normal",
-    )
-
-
-def _annotations(firing: Firing, envelope: Envelope) -> dict[str, str]:
-    return {
-        ANNOTATION_SCHEDULED: format_time(firing.scheduled),
-        ANNOTATION_RUN: str(firing.run),
-        ANNOTATION_TYPE: firing.job.job.type,
-        ANNOTATION_PAYLOAD: json.dumps(envelope.payload, separators=(",", ":")),
-    }
-
-
-def job_body(firing: Firing, envelope: Envelope) -> dict[str, Any]:
-    """A batch/v1 Job from the resource's template, owned by the resource, carrying the firing in env."""
-    job = firing.job.job
-    template = copy.deepcopy((envelope.target.get("job") or {}).get("template") or {})
-    meta = template.get("metadata") or {}
-    labels = {**(meta.get("labels") or {}), LABEL_JOB: job.name}
-    annotations = {**(meta.get("annotations") or {}), **_annotations(firing, envelope)}
-    spec = template.get("spec") or {}
-    env = [
-        {"name": "ETCDCRON_JOB", "value": job.name},
-        {"name": "ETCDCRON_TYPE", "value": job.type},
-        {"name": "ETCDCRON_PAYLOAD", "value": json.dumps(envelope.payload, separators=(",", ":"))},
-        {"name": "ETCDCRON_SCHEDULED_TIME", "value": format_time(firing.scheduled)},
-        {"name": "ETCDCRON_RUN", "value": str(firing.run)},
-    ]
-    pod_spec = spec.setdefault("template", {}).setdefault("spec", {})
-    for container in pod_spec.get("containers", []) + pod_spec.get("initContainers", []):
-        names = {e["name"] for e in env}
-        container["env"] = [e for e in container.get("env", []) if e.get("name") not in names] + env
-    pod_meta = spec["template"].setdefault("metadata", {})
-    pod_meta["labels"] = {**(pod_meta.get("labels") or {}), LABEL_JOB: job.name}
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {
-            "name": dispatched_name(job.name, firing.scheduled),
-            "namespace": job.namespace,
-            "labels": labels,
-            "annotations": annotations,
-            "ownerReferences": [_owner(job.name, envelope.uid)],
-        },
-        "spec": spec,
-    }
+def _final(error: ApiException) -> bool:
+    """A 4xx other than a conflict or throttling: the same request can never succeed."""
+    return 400 <= int(error.status or 0) < 500 and error.status not in (408, 409, 429)
 
 
 def _finished(job: Any) -> str | None:
@@ -150,22 +58,35 @@ class KubernetesDispatcher:
     def __init__(self, api_client: k8s.ApiClient, member: str) -> None:
         self.core = k8s.CoreV1Api(api_client)
         self.batch = k8s.BatchV1Api(api_client)
+        self.custom = k8s.CustomObjectsApi(api_client)
         self.member = member
+        self._logged: dict[tuple[str, str, str], float] = {}
+        self._failing: dict[str, tuple[str | None, float]] = {}  # resource uid -> failure shown, when
 
     async def __call__(self, firing: Firing) -> None:
         envelope = Envelope.from_bytes(firing.job.job.payload)
-        if envelope.kind == "Job":
-            await asyncio.to_thread(self._create_job, firing, envelope)
-        else:
-            await asyncio.to_thread(self._create_event, firing, envelope)
+        create = self._create_job if envelope.kind == "Job" else self._create_event
+        try:
+            await asyncio.to_thread(create, firing, envelope)
+        except ApiException as e:  # one line (the client's own text dumps every HTTP header)
+            raise JobCreateError(
+                f"{envelope.kind} of tick {format_time(firing.scheduled)}: {api_error(e)}"
+            ) from None
 
     def _create_event(self, firing: Firing, envelope: Envelope) -> None:
         body = event_body(firing, envelope, self.member)
+        job = firing.job.job
         try:
-            self.core.create_namespaced_event(firing.job.job.namespace, body)
+            self.core.create_namespaced_event(job.namespace, body)
         except ApiException as e:
-            if e.status != 409:  # 409: this tick's Event exists already (a retry after a crash)
-                raise
+            if e.status == 409:
+                return  # this tick's Event exists already (a retry after a crash)
+            if _final(e):  # e.g. 403 "namespace is being terminated": no retry can succeed
+                self._log_once(job.namespace, job.name, f"Event not created: {api_error(e)}")
+                return
+            raise JobCreateError(
+                f"creating Event {body['metadata']['name']} failed: {api_error(e)}"
+            ) from None
 
     def _create_job(self, firing: Firing, envelope: Envelope) -> None:
         spec = envelope.target.get("job") or {}
@@ -194,6 +115,7 @@ class KubernetesDispatcher:
                 envelope,
                 "ForbidConcurrent",
                 f"tick {format_time(firing.scheduled)} skipped: {active[0].metadata.name} is still running",
+                key="still running",
             )
             return
         if active and policy == "Replace":
@@ -202,10 +124,42 @@ class KubernetesDispatcher:
         try:
             self.batch.create_namespaced_job(job.namespace, job_body(firing, envelope))
         except ApiException as e:
-            if e.status != 409:
-                self._warn(firing, envelope, "JobCreateFailed", f"creating Job {name} failed: {e.reason}")
-                raise
+            if e.status == 409:
+                pass  # this tick's Job exists already
+            elif _final(e):  # the request itself is wrong: retrying cannot help, say so once per cause
+                message = f"creating a Job failed: {api_error(e)}"
+                self._warn(firing, envelope, "JobCreateFailed", message, api_detail(e))
+                self._log_once(job.namespace, job.name, message)
+                self._report(firing, envelope, message)
+                return
+            else:
+                raise JobCreateError(f"creating Job {name} failed: {api_error(e)}") from None
+        self._report(firing, envelope, None)
         self._trim_history(job.namespace, ours, spec)
+
+    def _report(self, firing: Firing, envelope: Envelope, failure: str | None) -> None:
+        """Show a failure to create the tick's Job in the resource's status (its Ready condition says it)
+        and clear it at the next success: a status write when that changes (or, for a failure that goes
+        on, once a minute, in case a spec change cleared it), not per tick."""
+        shown, when = self._failing.get(envelope.uid, (None, 0.0))
+        if shown == failure and (failure is None or time.monotonic() - when < REPEAT_LOG_SECONDS):
+            return
+        job = firing.job.job
+        value = None
+        if failure is not None:
+            value = {"reason": "JobCreateFailed", "message": failure, "time": format_time(firing.fired)}
+        try:
+            self.custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, job.namespace, PLURAL, job.name, {"status": {"dispatchFailure": value}}
+            )
+        except ApiException as e:
+            if e.status != 404:
+                self._log_once(job.namespace, job.name, f"status not written: {api_error(e)}")
+            return
+        if failure is None:
+            self._failing.pop(envelope.uid, None)
+        else:
+            self._failing[envelope.uid] = (failure, time.monotonic())
 
     def _trim_history(self, namespace: str, jobs: list[Any], spec: dict[str, Any]) -> None:
         limits = {
@@ -228,20 +182,22 @@ class KubernetesDispatcher:
             if e.status != 404:
                 raise
 
-    def _warn(self, firing: Firing, envelope: Envelope, reason: str, message: str) -> None:
+    def _warn(self, firing: Firing, envelope: Envelope, reason: str, message: str, key: str) -> None:
         job = firing.job.job
-        meta = {"generateName": f"{job.name}-", "namespace": job.namespace, "labels": {LABEL_JOB: job.name}}
-        body = _event(
-            job.name,
-            job.namespace,
-            envelope.uid,
-            self.member,
-            metadata=meta,
-            reason=reason,
-            message=message,
-            type="Warning",
-        )
         try:
-            self.core.create_namespaced_event(job.namespace, body)
+            record_warning(
+                self.core, job.name, job.namespace, envelope.uid, self.member, reason, message, key
+            )
         except ApiException as e:
-            log.warning("job %s/%s: could not record a Warning event: %s", job.namespace, job.name, e.reason)
+            self._log_once(job.namespace, job.name, f"could not record a Warning: {api_error(e)}")
+
+    def _log_once(self, namespace: str, name: str, message: str) -> None:
+        """A failure that repeats every tick is logged once per ``REPEAT_LOG_SECONDS``, not per tick."""
+        now = time.monotonic()
+        key = (namespace, name, message)
+        if now - self._logged.get(key, -REPEAT_LOG_SECONDS) >= REPEAT_LOG_SECONDS:
+            self._logged = {k: t for k, t in self._logged.items() if now - t < REPEAT_LOG_SECONDS}
+            self._logged[key] = now
+            log.warning(
+                "job %s/%s: %s (repeats are not logged for %ds)", namespace, name, message, REPEAT_LOG_SECONDS
+            )

@@ -2,11 +2,12 @@
 each transaction, and what a refused transaction means for each of its jobs. Pure: no I/O, table-tested.
 
 A transaction's compares are: every partition key's create revision equals the member's fence; every job's
-spec and cursor mod revisions are where the member last saw them. Its operations move each cursor (or, on a
-job's last run, delete spec and cursor). etcd refuses a transaction that names a key twice, so a chunk
-never carries two jobs with the same spec or cursor key. An at-least-once job's commit also writes an
-in-flight record per fired tick (deleted when the trigger succeeds); a final run's record keeps the job's
-spec, since the commit deletes it.
+spec and cursor mod revisions are where the member last saw them. Its operations move each cursor (and, on
+a job's last run, delete the spec: the final cursor stays as the run state of record until the job is
+deleted, so ``max_runs`` stays a ceiling across suspend and re-mirroring by the operator). etcd refuses a
+transaction that names a key twice, so a chunk never carries two jobs with the same spec or cursor key. An
+at-least-once job's commit also writes an in-flight record per fired tick (deleted when the trigger
+succeeds); a final run's record keeps the job's spec, since the commit deletes it.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ class Pending:
 
     plan: Plan
     cursor: Cursor
-    final: bool  # the job's last run: spec and cursor are deleted with it
+    final: bool  # the job's last run: its spec is deleted with it
 
 
 @dataclass(slots=True, eq=False)
@@ -84,7 +85,7 @@ def _cost(job: JobState) -> tuple[int, int]:
     """(operations, bytes) of a job in a commit: its cursor (or, on its last run, the deletes of spec and
     cursor), plus an in-flight record per fired tick when delivery is at-least-once."""
     assert job.pending is not None
-    ops = 2 if job.pending.final else 1
+    ops = 2 if job.pending.final else 1  # the cursor, and the spec's delete
     size = 256
     if _at_least_once(job):
         ops += len(job.pending.plan.fire)
@@ -172,9 +173,8 @@ def build_commit(chunk: Sequence[JobState], fences: Mapping[int, int], keys: Key
         compares.append(etcd.mod_revision_is(job.spec_key, job.spec_revision))
         compares.append(etcd.mod_revision_is(job.cursor_key, job.cursor_revision))
         if job.pending.final:
-            ops += [etcd.delete(job.spec_key), etcd.delete(job.cursor_key)]
-        else:
-            ops.append(etcd.put(job.cursor_key, job.pending.cursor.to_json(), job.stored.lease))
+            ops.append(etcd.delete(job.spec_key))
+        ops.append(etcd.put(job.cursor_key, job.pending.cursor.to_json(), job.stored.lease))
         if _at_least_once(job):
             ops += [etcd.put(k, r.to_json(), job.stored.lease) for k, r in inflight_records(job, keys)]
     return Commit(jobs, used, compares, ops)

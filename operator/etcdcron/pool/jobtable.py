@@ -78,7 +78,7 @@ class JobTable:
         return state is not None and state.jobs.get(job.spec_key) is job
 
     def finish(self, job: JobState) -> None:
-        """The job's last run landed (spec and cursor deleted with it): unload it."""
+        """The job's last run landed (its spec deleted with it): unload it."""
         state = self.partitions.get(job.partition)
         if state is not None and state.jobs.get(job.spec_key) is job:
             del state.jobs[job.spec_key]
