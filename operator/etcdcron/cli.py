@@ -167,8 +167,8 @@ async def cmd_member(args: argparse.Namespace) -> int:
         try:
             start_http_server(args.metrics_port, addr=args.bind_address)
         except OSError as e:
-            raise ValidationError(
-                "metrics_port", f"cannot listen on {args.bind_address}:{args.metrics_port}: {e.strerror}"
+            raise EtcdCronError(
+                f"--metrics-port: cannot listen on {args.bind_address}:{args.metrics_port}: {e.strerror}"
             ) from None
 
     async def log_sink(firing: Any) -> None:
