@@ -352,6 +352,9 @@ def clean_host(*, keep_images: bool = True) -> None:
         with contextlib.suppress(OSError):
             d.rmdir()  # only if empty: never someone else's files
     _stale_shim_sockets()
+    for d in (Path("/run/containerd/s"), Path("/run/containerd")):
+        with contextlib.suppress(OSError):
+            d.rmdir()  # only if empty
     state_path = NODE_ROOT / _HOST_STATE
     if state_path.exists():
         with contextlib.suppress(ValueError, OSError):
