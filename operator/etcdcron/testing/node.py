@@ -315,12 +315,13 @@ def clean_host(*, keep_images: bool = True) -> None:
     content and snapshots, kept so that the next start need not import the images again) unless
     ``keep_images`` is false. Call it with the machine lock held.
     """
-    for sig in (signal.SIGTERM, signal.SIGKILL):
+    _kill_pods()  # the containers first: their shims then exit on their own
+    for sig, grace in ((signal.SIGTERM, 1.0), (signal.SIGKILL, 2.0)):
         pids = _node_processes()
         for pid in pids:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, sig)
-        deadline = time.monotonic() + (5 if sig == signal.SIGTERM else 2)
+        deadline = time.monotonic() + grace
         while pids and time.monotonic() < deadline:
             pids = [p for p in pids if Path(f"/proc/{p}").exists() and not _zombie(p)]
             time.sleep(0.1)
