@@ -32,7 +32,14 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 def _images(args: argparse.Namespace) -> int:
     from . import images
 
-    for build_one in (images.pause_image, images.base_image, images.operator_image, images.etcd_image):
+    builds = (
+        images.pause_image,
+        images.busybox_image,
+        images.base_image,
+        images.operator_image,
+        images.etcd_image,
+    )
+    for build_one in builds:
         image = build_one(sys.stderr)
         state = "built" if image.built else "cache hit"
         print(f"{image.name}: {image.tarball} ({state}, {image.seconds:.1f} s)", flush=True)
@@ -57,7 +64,11 @@ def _serve(args: argparse.Namespace) -> int:
     if args.node and args.images:
         from . import images
 
-        node_images = [images.operator_image(sys.stderr), images.etcd_image(sys.stderr)]
+        node_images = [
+            images.busybox_image(sys.stderr),
+            images.operator_image(sys.stderr),
+            images.etcd_image(sys.stderr),
+        ]
     binaries = resolve(controller_manager=not args.no_controller_manager, node=args.node, progress=sys.stderr)
     signal.signal(signal.SIGTERM, _on_sigterm)
     cp = ControlPlane(
@@ -115,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     p_serve.add_argument(
         "--images",
         action="store_true",
-        help="with --node: build (or take from the cache) and import etcdcron:dev and the e2e etcd image",
+        help="with --node: build (or take from the cache) and import etcdcron:dev, the e2e etcd and busybox",
     )
     p_serve.set_defaults(func=_serve)
     p_images = sub.add_parser("images", help="build (or find in the cache) the node's image tarballs")

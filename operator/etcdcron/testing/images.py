@@ -127,6 +127,7 @@ def _cached(stem: str, key: str, build: Callable[[Path], None], progress: TextIO
             print(f"building image {what} (cache: {target})", file=progress, flush=True)
         partial = target.with_suffix(".partial")
         partial.unlink(missing_ok=True)
+        (cache_dir() / f"{stem}-build.log").unlink(missing_ok=True)
         try:
             build(partial)
             os.replace(partial, target)
@@ -550,7 +551,7 @@ def operator_image(progress: TextIO | None = None, *, dev: bool = False) -> Imag
             build_args={"PYTHON_IMAGE": BASE_IMAGE, "DEV": str(int(dev))},
             bases=[base],
             out=out,
-            log=cache_dir() / "operator-build.log",
+            log=cache_dir() / "etcdcron-build.log",
         )
 
     return _cached("etcdcron", key, build, progress, f"{OPERATOR_IMAGE} from ./Dockerfile")
