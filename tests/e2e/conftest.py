@@ -92,7 +92,8 @@ def _node_cluster() -> Iterator[Kube]:
     finally:
         stopping = time.monotonic()
         cp.stop()
-        _report(f"node stopped and host cleaned in {time.monotonic() - stopping:.1f} s")
+        slow = ", ".join(f"{k} {v:.1f} s" for k, v in cp.timings.items() if k.startswith("stop") and v >= 0.5)
+        _report(f"node stopped and host cleaned in {time.monotonic() - stopping:.1f} s ({slow})")
 
 
 def _etcd_volumes(kube: Kube, root: Path) -> None:

@@ -573,13 +573,22 @@ class ControlPlane(KubeCluster):
 
     def stop(self) -> None:
         """Stop every component (newest first) and remove the temporary directory. Idempotent."""
+        if self._host_touched:
+            # The pods first: their open watches would hold kube-apiserver's graceful shutdown for 10 s.
+            started = time.monotonic()
+            nodes.kill_pods()
+            self.timings["stop: pods"] = time.monotonic() - started
         for process in reversed(self._processes):
+            started = time.monotonic()
             process.stop()
+            self.timings[f"stop {process.name}"] = time.monotonic() - started
         self._processes = []
         if self._host_touched:
+            started = time.monotonic()
             try:
                 nodes.clean_host()
             finally:
+                self.timings["stop: host clean-up"] = time.monotonic() - started
                 self._host_touched = False
                 if self._lock is not None:
                     self._lock.release()

@@ -220,7 +220,7 @@ def _cgroup_dirs() -> list[Path]:
     return sorted(out, key=lambda p: len(p.parts), reverse=True)
 
 
-def _kill_pods() -> None:
+def kill_pods() -> None:
     """SIGKILL every process left in the node's pod cgroups (containers of a killed run)."""
     for _ in range(20):
         pids: set[int] = set()
@@ -315,7 +315,7 @@ def clean_host(*, keep_images: bool = True) -> None:
     content and snapshots, kept so that the next start need not import the images again) unless
     ``keep_images`` is false. Call it with the machine lock held.
     """
-    _kill_pods()  # the containers first: their shims then exit on their own
+    kill_pods()  # the containers first: their shims then exit on their own
     for sig, grace in ((signal.SIGTERM, 1.0), (signal.SIGKILL, 2.0)):
         pids = _node_processes()
         for pid in pids:
@@ -325,7 +325,7 @@ def clean_host(*, keep_images: bool = True) -> None:
         while pids and time.monotonic() < deadline:
             pids = [p for p in pids if Path(f"/proc/{p}").exists() and not _zombie(p)]
             time.sleep(0.1)
-    _kill_pods()
+    kill_pods()
     netns = [p for p in _mounts_under(("/run/netns/",)) if Path(p).name.startswith("cni-")]
     for point in netns:
         _run(["umount", "-l", point])
