@@ -212,6 +212,8 @@ class ControlPlane(KubeCluster):
                 self._host_touched = True
                 phase = time.monotonic()
                 nodes.clean_host()  # whatever an earlier, killed run left
+                if not self.keep:
+                    nodes.record_run_dir(self.directory)
                 nodes.save_host_state()
                 nodes.prepare_network()
                 nodes.prepare_cgroups()

@@ -28,6 +28,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -72,6 +73,7 @@ SYSCTLS = (
 NO_PULL_ENV = {"HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9", "NO_PROXY": ""}
 _LOCK_PATH = Path("/run/etcdcron-node.lock")
 _HOST_STATE = "host-state.json"
+_RUN_DIRS = "run-dirs"
 #: iptables chains created by the kubelet, kube-proxy and the CNI plugins: removed with the jumps to them.
 _CHAIN_PREFIXES = ("KUBE-", "CNI-")
 
@@ -177,6 +179,13 @@ def _read_sysctl(name: str) -> str | None:
 def _write_sysctl(name: str, value: str) -> None:
     with contextlib.suppress(OSError):
         _sysctl_path(name).write_text(value + "\n")
+
+
+def record_run_dir(directory: Path) -> None:
+    """A node run's temporary directory, removed by the next clean_host (if this run cannot)."""
+    NODE_ROOT.mkdir(parents=True, exist_ok=True)
+    with (NODE_ROOT / _RUN_DIRS).open("a") as f:
+        f.write(f"{directory}\n")
 
 
 def save_host_state() -> None:
@@ -356,6 +365,13 @@ def clean_host(*, keep_images: bool = True) -> None:
     for d in (Path("/run/containerd/s"), Path("/run/containerd")):
         with contextlib.suppress(OSError):
             d.rmdir()  # only if empty
+    # the temporary directories (certificates, etcd data, logs) of node runs that were killed
+    runs = NODE_ROOT / _RUN_DIRS
+    with contextlib.suppress(OSError):
+        for line in runs.read_text().splitlines():
+            if line.startswith(tempfile.gettempdir() + "/etcdcron-controlplane-"):
+                shutil.rmtree(line, ignore_errors=True)
+    runs.unlink(missing_ok=True)
     state_path = NODE_ROOT / _HOST_STATE
     if state_path.exists():
         with contextlib.suppress(ValueError, OSError):
