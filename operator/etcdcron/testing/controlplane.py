@@ -1,10 +1,16 @@
-"""A real, throw-away Kubernetes control plane: etcd + kube-apiserver (+ kube-controller-manager).
+"""A real, throw-away Kubernetes control plane: etcd + kube-apiserver (+ kube-controller-manager),
+and on request one real node that runs pods.
 
     with ControlPlane(controller_manager=True) as cp:
         subprocess.run(["kubectl", "get", "ns"], env={**os.environ, "KUBECONFIG": str(cp.kubeconfig)})
 
 Everything listens on 127.0.0.1 only, on free ports, with a generated CA. ``stop()`` (also on
 ``__exit__`` and at interpreter exit) kills every process and deletes the temporary directory.
+
+``ControlPlane(node=True)`` (root only; see :mod:`etcdcron.testing.node`) moves the API server to the node
+IP on a bridge of its own and adds what a one-node cluster runs: every default controller,
+kube-scheduler, containerd, the kubelet, kube-proxy and CoreDNS; ``start()`` returns once the node is
+Ready and cluster DNS answers.
 """
 
 from __future__ import annotations
@@ -24,13 +30,17 @@ import weakref
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
+from . import node as nodes
 from .binaries import Binaries, resolve
 from .crds import apply_crds
 from .kubeconfig import read_server, write_kubeconfig
-from .pki import CertificateAuthority, write_service_account_key
+from .pki import CertificateAuthority, KeyPair, write_service_account_key
 from .process import ManagedProcess
+
+if TYPE_CHECKING:
+    from .images import Image
 
 __all__ = [
     "CONTROLLERS",
@@ -61,9 +71,9 @@ class ControlPlaneError(RuntimeError):
     """A component failed to start or become ready."""
 
 
-def _free_port() -> int:
+def _free_port(host: str = LOOPBACK) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((LOOPBACK, 0))
+        s.bind((host, 0))
         return int(s.getsockname()[1])
 
 
@@ -124,25 +134,34 @@ def _stop_leftovers() -> None:
 
 
 class ControlPlane(KubeCluster):
-    """etcd and kube-apiserver, optionally kube-controller-manager, as local subprocesses."""
+    """etcd and kube-apiserver, optionally kube-controller-manager, as local subprocesses; with ``node``,
+    a whole one-node cluster (see the module docstring)."""
 
     def __init__(
         self,
         *,
         controller_manager: bool = False,
+        node: bool = False,
+        images: Iterable[Image] = (),
         binaries: Binaries | None = None,
-        start_timeout: float = 60.0,
+        start_timeout: float | None = None,
         keep: bool | None = None,
     ) -> None:
-        self.controller_manager = controller_manager
+        self.node = node
+        self.controller_manager = controller_manager or node
         self._binaries = binaries
-        self.start_timeout = start_timeout
+        self.images = list(images)
+        self.start_timeout = start_timeout if start_timeout is not None else (300.0 if node else 60.0)
         self.keep = os.environ.get(KEEP_ENV) == "1" if keep is None else keep
         self.directory: Path | None = None
         self._processes: list[ManagedProcess] = []
         self.server = ""
         self.kubeconfig = Path()
         self.startup_seconds = 0.0
+        #: seconds of each start-up phase (node mode), for reports
+        self.timings: dict[str, float] = {}
+        self._lock: nodes.MachineLock | None = None
+        self._host_touched = False
 
     def __repr__(self) -> str:
         return f"ControlPlane(server={self.server!r}, kubeconfig={str(self.kubeconfig)!r})"
@@ -150,8 +169,13 @@ class ControlPlane(KubeCluster):
     @property
     def binaries(self) -> Binaries:
         if self._binaries is None:
-            self._binaries = resolve(controller_manager=self.controller_manager)
+            self._binaries = resolve(controller_manager=self.controller_manager, node=self.node)
         return self._binaries
+
+    @property
+    def host(self) -> str:
+        """Where the API server listens: 127.0.0.1, or the node IP with ``node``."""
+        return nodes.NODE_IP if self.node else LOOPBACK
 
     @property
     def pids(self) -> list[int]:
@@ -171,6 +195,10 @@ class ControlPlane(KubeCluster):
     def start(self) -> Self:
         if self.directory is not None:
             raise ControlPlaneError("already started")
+        if self.node:
+            problem = nodes.node_problem()
+            if problem:
+                raise ControlPlaneError(problem)
         binaries = self.binaries
         if self.controller_manager and binaries.kube_controller_manager is None:
             raise ControlPlaneError("no kube-controller-manager binary")
@@ -178,6 +206,18 @@ class ControlPlane(KubeCluster):
         self.directory = Path(tempfile.mkdtemp(prefix="etcdcron-controlplane-"))
         _live.add(self)
         try:
+            if self.node:
+                self._lock = nodes.MachineLock()
+                self._lock.acquire()
+                self._host_touched = True
+                phase = time.monotonic()
+                nodes.clean_host()  # whatever an earlier, killed run left
+                if not self.keep:
+                    nodes.record_run_dir(self.directory)
+                nodes.save_host_state()
+                nodes.prepare_network()
+                nodes.prepare_cgroups()
+                self.timings["host clean-up and network"] = time.monotonic() - phase
             self._start(binaries, started + self.start_timeout)
         except BaseException:
             self.stop()
@@ -192,8 +232,14 @@ class ControlPlane(KubeCluster):
         ca = CertificateAuthority(pki_dir)
         serving = ca.issue_serving(
             "apiserver",
-            ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"],
-            [LOOPBACK, "10.0.0.1"],
+            [
+                "localhost",
+                "kubernetes",
+                "kubernetes.default",
+                "kubernetes.default.svc",
+                "kubernetes.default.svc.cluster.local",
+            ],
+            [LOOPBACK, "10.0.0.1", *([nodes.NODE_IP] if self.node else [])],
         )
         admin = ca.issue_client("admin", "etcdcron-admin", ["system:masters"])
         sa_key, sa_pub = write_service_account_key(pki_dir)
@@ -220,18 +266,38 @@ class ControlPlane(KubeCluster):
         self._launch(etcd)
         self._wait(etcd, lambda: _etcd_healthy(etcd_url), deadline, "etcd /health")
 
-        self.server = f"https://{LOOPBACK}:{api_port}"
+        self.server = f"https://{self.host}:{api_port}"
         admission = [] if self.controller_manager else ["--disable-admission-plugins=ServiceAccount"]
-        apiserver = ManagedProcess(
-            "kube-apiserver",
-            [
-                str(binaries.kube_apiserver),
-                f"--etcd-servers={etcd_url}",
+        if self.node:
+            kubelet_client = ca.issue_client(
+                "apiserver-kubelet-client", "kube-apiserver-kubelet-client", ["system:masters"]
+            )
+            api_flags = [
+                # The kubernetes Service's endpoint is this address: pods reach the API server through it.
+                f"--bind-address={nodes.NODE_IP}",
+                f"--advertise-address={nodes.NODE_IP}",
+                f"--kubelet-client-certificate={kubelet_client.cert_path}",
+                f"--kubelet-client-key={kubelet_client.key_path}",
+                f"--kubelet-certificate-authority={ca.cert_path}",
+                "--kubelet-preferred-address-types=InternalIP",
+                "--authorization-mode=Node,RBAC",
+                "--enable-admission-plugins=NodeRestriction",
+            ]
+        else:
+            api_flags = [
                 f"--bind-address={LOOPBACK}",
                 f"--advertise-address={LOOPBACK}",
                 # A loopback advertise address cannot back the "kubernetes" Service's endpoints; nothing here
                 # needs them, so the endpoint reconciler is off (as in envtest's own configuration).
                 "--endpoint-reconciler-type=none",
+                "--authorization-mode=RBAC",
+            ]
+        apiserver = ManagedProcess(
+            "kube-apiserver",
+            [
+                str(binaries.kube_apiserver),
+                f"--etcd-servers={etcd_url}",
+                *api_flags,
                 f"--secure-port={api_port}",
                 f"--cert-dir={self.directory / 'apiserver-certs'}",
                 f"--tls-cert-file={serving.cert_path}",
@@ -241,7 +307,6 @@ class ControlPlane(KubeCluster):
                 f"--service-account-key-file={sa_pub}",
                 f"--service-account-signing-key-file={sa_key}",
                 "--service-cluster-ip-range=10.0.0.0/24",
-                "--authorization-mode=RBAC",
                 "--allow-privileged=true",
                 "--enable-priority-and-fairness=false",
                 "--profiling=false",
@@ -288,7 +353,7 @@ class ControlPlane(KubeCluster):
                     f"--bind-address={LOOPBACK}",
                     f"--secure-port={kcm_port}",
                     f"--cert-dir={self.directory / 'controller-manager-certs'}",
-                    f"--controllers={','.join(CONTROLLERS)}",
+                    *self._controller_flags(ca),
                     "--leader-elect=false",
                     f"--service-account-private-key-file={sa_key}",
                     f"--root-ca-file={ca.cert_path}",
@@ -306,6 +371,177 @@ class ControlPlane(KubeCluster):
                 deadline,
                 "kube-controller-manager /healthz",
             )
+        if self.node:
+            self._start_node(binaries, ca, deadline)
+
+    def _controller_flags(self, ca: CertificateAuthority) -> list[str]:
+        if not self.node:
+            return [f"--controllers={','.join(CONTROLLERS)}"]
+        # Every default controller, as a real cluster runs them (node lifecycle removes the not-ready
+        # taint; deployment, replicaset, statefulset, endpointslice, persistentvolume-binder, podgc,
+        # ttl-after-finished, ...), each with its own service account.
+        return [
+            "--controllers=*",
+            "--use-service-account-credentials",
+            f"--cluster-signing-cert-file={ca.cert_path}",
+            f"--cluster-signing-key-file={ca.directory / 'ca.key'}",
+            "--node-monitor-period=2s",
+        ]
+
+    # -- the node --------------------------------------------------------------------------------
+
+    def _kubeconfig_for(self, ca: CertificateAuthority, stem: str, user: str, groups: list[str]) -> Path:
+        assert self.directory is not None
+        cert: KeyPair = ca.issue_client(stem, user, groups)
+        return write_kubeconfig(
+            self.directory / f"{stem}.kubeconfig",
+            server=self.server,
+            ca_pem=ca.cert_pem,
+            client_cert_pem=cert.cert_pem,
+            client_key_pem=cert.key_pem,
+            user=user,
+        )
+
+    def _start_node(self, binaries: Binaries, ca: CertificateAuthority, deadline: float) -> None:
+        assert self.directory is not None
+        from . import images as image_builds
+
+        paths = nodes.Paths()
+        logs = self.directory / "logs"
+        insecure = ssl.create_default_context()
+        insecure.check_hostname = False
+        insecure.verify_mode = ssl.CERT_NONE
+
+        phase = time.monotonic()
+        scheduler_port = _free_port()
+        scheduler_kubeconfig = self._kubeconfig_for(ca, "kube-scheduler", "system:kube-scheduler", [])
+        scheduler = ManagedProcess(
+            "kube-scheduler",
+            [
+                str(binaries.node_binary("kube-scheduler")),
+                f"--kubeconfig={scheduler_kubeconfig}",
+                f"--authentication-kubeconfig={scheduler_kubeconfig}",
+                f"--authorization-kubeconfig={scheduler_kubeconfig}",
+                "--leader-elect=false",
+                f"--bind-address={LOOPBACK}",
+                f"--secure-port={scheduler_port}",
+                "--profiling=false",
+            ],
+            logs / "kube-scheduler.log",
+        )
+        self._launch(scheduler)
+
+        pause = image_builds.pause_image()
+        nodes.write_containerd_config(paths, image_builds.PAUSE_IMAGE)
+        containerd = ManagedProcess(
+            "containerd",
+            ["containerd", "--config", str(paths.containerd_config)],
+            logs / "containerd.log",
+            # Nothing is ever pulled from outside: an image missing here fails at a dead local proxy.
+            env={**os.environ, **nodes.NO_PULL_ENV},
+        )
+        self._launch(containerd)
+        if not nodes.wait_socket(paths.containerd_socket, deadline):
+            raise ControlPlaneError(
+                f"containerd did not listen on {paths.containerd_socket}:\n{containerd.log_tail()}"
+            )
+        nodes.remove_leftover_containers(paths)
+        self.timings["kube-scheduler, containerd"] = time.monotonic() - phase
+
+        phase = time.monotonic()
+        for image in [pause, *self.images]:
+            names = _image_names(image)
+            nodes.import_image(paths, image.tarball, names, image.key)
+        self.timings["image import"] = time.monotonic() - phase
+
+        phase = time.monotonic()
+        kubelet_serving = ca.issue_serving(
+            "kubelet", [nodes.NODE_NAME, "localhost"], [nodes.NODE_IP, LOOPBACK]
+        )
+        kubelet_kubeconfig = self._kubeconfig_for(
+            ca, "kubelet-client", f"system:node:{nodes.NODE_NAME}", ["system:nodes"]
+        )
+        kubelet_port, kubelet_healthz = _free_port(), _free_port()
+        nodes.write_kubelet_config(
+            paths,
+            port=kubelet_port,
+            healthz_port=kubelet_healthz,
+            ca=ca.cert_path,
+            cert=kubelet_serving.cert_path,
+            key=kubelet_serving.key_path,
+        )
+        kubelet = ManagedProcess(
+            "kubelet",
+            [
+                str(binaries.node_binary("kubelet")),
+                f"--config={paths.kubelet_config}",
+                f"--kubeconfig={kubelet_kubeconfig}",
+                f"--root-dir={paths.kubelet_root}",
+                f"--cert-dir={paths.root / 'kubelet-pki'}",
+                f"--hostname-override={nodes.NODE_NAME}",
+                f"--node-ip={nodes.NODE_IP}",
+                "--v=1",
+            ],
+            logs / "kubelet.log",
+        )
+        self._launch(kubelet)
+
+        proxy_kubeconfig = self._kubeconfig_for(ca, "kube-proxy", "system:kube-proxy", [])
+        proxy_healthz, proxy_metrics = _free_port(), _free_port()
+        nodes.write_kube_proxy_config(
+            paths, kubeconfig=proxy_kubeconfig, healthz_port=proxy_healthz, metrics_port=proxy_metrics
+        )
+        proxy = ManagedProcess(
+            "kube-proxy",
+            [str(binaries.node_binary("kube-proxy")), f"--config={paths.kube_proxy_config}"],
+            logs / "kube-proxy.log",
+        )
+        self._launch(proxy)
+
+        dns_health, dns_ready = _free_port(), _free_port()
+        nodes.write_corefile(paths, kubeconfig=self.kubeconfig, health_port=dns_health, ready_port=dns_ready)
+        coredns = ManagedProcess(
+            "coredns",
+            [str(binaries.node_binary("coredns")), "-conf", str(paths.corefile)],
+            logs / "coredns.log",
+        )
+        self._launch(coredns)
+
+        context = ssl.create_default_context(cafile=str(ca.cert_path))
+        self._wait(kubelet, lambda: self._node_ready(), deadline, f"node {nodes.NODE_NAME} Ready")
+        self.timings["kubelet start to node Ready"] = time.monotonic() - phase
+        self._wait(
+            coredns, lambda: _http_ok(f"http://{LOOPBACK}:{dns_ready}/ready"), deadline, "CoreDNS /ready"
+        )
+        self._wait(
+            proxy,
+            lambda: _http_ok(f"http://{LOOPBACK}:{proxy_healthz}/healthz"),
+            deadline,
+            "kube-proxy /healthz",
+        )
+        self._wait(
+            scheduler,
+            lambda: _https_ok(f"https://{LOOPBACK}:{scheduler_port}/healthz", insecure),
+            deadline,
+            "kube-scheduler /healthz",
+        )
+        del context
+
+    def _node_ready(self) -> bool:
+        from kubernetes import client
+
+        with self.api_client() as api:
+            core: Any = client.CoreV1Api(api)
+            try:
+                node = core.read_node(nodes.NODE_NAME)
+            except Exception:
+                return False
+            for condition in (node.status.conditions if node.status else None) or []:
+                if condition.type == "Ready":
+                    ready = condition.status == "True"
+                    taints = [t.key for t in node.spec.taints or [] if t.effect == "NoSchedule"]
+                    return ready and not taints
+        return False
 
     def _launch(self, process: ManagedProcess) -> None:
         self._processes.append(process)
@@ -339,9 +575,26 @@ class ControlPlane(KubeCluster):
 
     def stop(self) -> None:
         """Stop every component (newest first) and remove the temporary directory. Idempotent."""
+        if self._host_touched:
+            # The pods first: their open watches would hold kube-apiserver's graceful shutdown for 10 s.
+            started = time.monotonic()
+            nodes.kill_pods()
+            self.timings["stop: pods"] = time.monotonic() - started
         for process in reversed(self._processes):
+            started = time.monotonic()
             process.stop()
+            self.timings[f"stop {process.name}"] = time.monotonic() - started
         self._processes = []
+        if self._host_touched:
+            started = time.monotonic()
+            try:
+                nodes.clean_host()
+            finally:
+                self.timings["stop: host clean-up"] = time.monotonic() - started
+                self._host_touched = False
+                if self._lock is not None:
+                    self._lock.release()
+                    self._lock = None
         _live.discard(self)
         if self.directory is not None and not self.keep:
             shutil.rmtree(self.directory, ignore_errors=True)
@@ -357,6 +610,26 @@ def _etcd_healthy(url: str) -> bool:
             return bool(json.load(response).get("health") == "true")
     except (OSError, ValueError):
         return False
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.build_opener(_NO_PROXY).open(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except (OSError, urllib.error.HTTPError):
+        return False
+
+
+def _image_names(image: Image) -> list[str]:
+    from . import images as image_builds
+
+    return {
+        "pause": [image_builds.PAUSE_IMAGE],
+        "etcdcron": [image_builds.OPERATOR_IMAGE],
+        "etcd": [image_builds.ETCD_IMAGE],
+        "base": [image_builds.BASE_IMAGE],
+        "busybox": [image_builds.BUSYBOX_IMAGE],
+    }.get(image.name, [image.name])
 
 
 def _https_ok(url: str, context: ssl.SSLContext) -> bool:
