@@ -116,9 +116,10 @@ class LocalEtcd:
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def launch(self) -> None:
-        """Start the process without waiting: members of a new cluster only get healthy together."""
-        args = [
+    def command(self) -> list[str]:
+        """How this node is run: the one definition of etcd's flags, also for launchers that supervise
+        the process themselves (the test control plane)."""
+        return [
             str(self.binary),
             f"--name={self.name}",
             f"--data-dir={self.data_dir / 'data'}",
@@ -133,6 +134,10 @@ class LocalEtcd:
             "--log-level=warn",
             *self.extra_args,
         ]
+
+    def launch(self) -> None:
+        """Start the process without waiting: members of a new cluster only get healthy together."""
+        args = self.command()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(

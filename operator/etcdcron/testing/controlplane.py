@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import json
 import os
 import shutil
 import socket
@@ -31,6 +30,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
+
+from etcdcron.localetcd import LocalEtcd
 
 from . import node as nodes
 from .binaries import Binaries, resolve
@@ -244,27 +245,19 @@ class ControlPlane(KubeCluster):
         admin = ca.issue_client("admin", "etcdcron-admin", ["system:masters"])
         sa_key, sa_pub = write_service_account_key(pki_dir)
 
-        etcd_port, peer_port, api_port = _free_port(), _free_port(), _free_port()
-        etcd_url = f"http://{LOOPBACK}:{etcd_port}"
-        peer_url = f"http://{LOOPBACK}:{peer_port}"
-        etcd = ManagedProcess(
-            "etcd",
-            [
-                str(binaries.etcd),
-                "--name=default",
-                f"--data-dir={self.directory / 'etcd'}",
-                f"--listen-client-urls={etcd_url}",
-                f"--advertise-client-urls={etcd_url}",
-                f"--listen-peer-urls={peer_url}",
-                f"--initial-advertise-peer-urls={peer_url}",
-                f"--initial-cluster=default={peer_url}",
-                "--unsafe-no-fsync=true",
-                "--log-level=warn",
-            ],
-            logs / "etcd.log",
+        api_port = _free_port()
+        store = LocalEtcd(
+            self.directory / "etcd",
+            name="default",
+            binary=binaries.etcd,
+            log_path=logs / "etcd.log",
+            extra_args=("--unsafe-no-fsync=true",),
         )
+        store.data_dir.mkdir(parents=True, exist_ok=True)
+        etcd_url = store.client_url
+        etcd = ManagedProcess("etcd", store.command(), logs / "etcd.log")
         self._launch(etcd)
-        self._wait(etcd, lambda: _etcd_healthy(etcd_url), deadline, "etcd /health")
+        self._wait(etcd, store.healthy, deadline, "etcd /health")
 
         self.server = f"https://{self.host}:{api_port}"
         admission = [] if self.controller_manager else ["--disable-admission-plugins=ServiceAccount"]
@@ -602,14 +595,6 @@ class ControlPlane(KubeCluster):
 
 
 _NO_PROXY = urllib.request.ProxyHandler({})  # loopback only, whatever HTTP(S)_PROXY says
-
-
-def _etcd_healthy(url: str) -> bool:
-    try:
-        with urllib.request.build_opener(_NO_PROXY).open(f"{url}/health", timeout=2) as response:
-            return bool(json.load(response).get("health") == "true")
-    except (OSError, ValueError):
-        return False
 
 
 def _http_ok(url: str) -> bool:
