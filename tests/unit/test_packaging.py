@@ -26,3 +26,28 @@ def test_importing_the_library_and_its_cli_loads_nothing_heavy() -> None:
     )
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert loaded.stdout.strip() == "[]"
+
+
+def test_the_operator_extra_has_what_the_operator_imports() -> None:
+    """The image installs the library and its [operator] extra only: every package the operator's modules
+    import must be there (a missing one crash-looped the operator's pods)."""
+    import ast
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = {
+        dep.split(">")[0].split("<")[0].split("[")[0].strip().lower()
+        for dep in project["dependencies"] + project["optional-dependencies"]["operator"]
+    }
+    distribution = {"yaml": "pyyaml", "grpc": "aetcd", "prometheus_client": "prometheus-client"}
+    package = ROOT / "operator" / "etcdcron"
+    modules = [*(package / "controller").glob("*.py"), *(package / "dispatch").glob("*.py")]
+    imported = set()
+    for module in modules:
+        for node in ast.walk(ast.parse(module.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                imported.add(node.module.split(".")[0])
+    third_party = {name for name in imported if name not in sys.stdlib_module_names and name != "etcdcron"}
+    missing = {name for name in third_party if distribution.get(name, name).replace("_", "-") not in declared}
+    assert not missing, f"imported by the operator but not in its extra: {sorted(missing)}"
