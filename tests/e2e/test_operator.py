@@ -208,12 +208,6 @@ def test_examples_fire_events(kube: Kube, namespace: str) -> None:
     assert any(line.split()[:2] == ["heartbeat", "*/10"] for line in table.splitlines()[1:]), table
 
 
-@pytest.mark.xfail(
-    reason="operator defect seen on the local node: a 1-second maxRuns 3 schedule completes before any "
-    "status write has a cursor, so the 'vanished' path sets Complete and runCount 3 but no "
-    "status.lastDispatched",
-    strict=False,
-)
 def test_job_target_creates_completed_jobs(kube: Kube, namespace: str) -> None:
     name = "fast-job"
     container = {
@@ -280,11 +274,6 @@ def test_job_target_creates_completed_jobs(kube: Kube, namespace: str) -> None:
 # --- failover -----------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    reason="operator defect seen on the local node: after the three replicas were force-deleted, every tick "
-    "had exactly one Event, but status.runCount stayed one below the Event count (50 vs 51) after suspend",
-    strict=False,
-)
 def test_every_tick_fires_exactly_once_while_replicas_are_killed(kube: Kube, namespace: str) -> None:
     """A 1-second schedule; the three original replicas force-deleted one after the other (each while
     others are up). Every second from startTime on gets exactly one Event."""

@@ -176,8 +176,10 @@ def test_forbid_skips_ticks_while_a_pod_runs_and_history_is_trimmed(kube: Kube, 
     assert warnings, "no tick was skipped while a 12 s pod ran on a 5 s schedule"
     assert len(jobs) >= 2, [j["metadata"]["name"] for j in jobs]
     assert obj["status"]["runCount"] == ticks
-    assert len(jobs) + len(warnings) == ticks, (
-        f"{len(jobs)} Jobs + {len(warnings)} skipped ticks != {ticks} ticks: "
+    # One Warning per distinct cause, its count the ticks it stands for (Kubernetes' own aggregation).
+    skipped = sum(int(w.get("count") or 1) for w in warnings)
+    assert len(jobs) + skipped == ticks, (
+        f"{len(jobs)} Jobs + {skipped} skipped ticks != {ticks} ticks: "
         f"{[j['metadata']['name'] for j in jobs]} {[w['message'] for w in warnings]}"
     )
     for earlier, later in itertools.pairwise(jobs):
@@ -289,12 +291,6 @@ def test_losing_an_etcd_member_loses_and_doubles_no_tick(kube: Kube, namespace: 
 # --- as installed: RBAC and Pod Security ---------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    reason="operator defect (issue 9): kopf PATCHes every namespace (the optional @kopf.on.delete on "
-    "namespaces adds its finalizer/annotations) but deploy/operator/rbac.yaml grants namespaces "
-    "get/list/watch only: APIForbiddenError 'cannot patch resource namespaces'",
-    strict=False,
-)
 def test_operator_runs_restricted_with_the_shipped_rbac_and_is_never_forbidden(kube: Kube) -> None:
     ns = kube.get("namespace", SYSTEM_NAMESPACE)
     assert ns["metadata"]["labels"].get("pod-security.kubernetes.io/enforce") == "restricted"
