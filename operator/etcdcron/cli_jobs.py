@@ -16,7 +16,7 @@ from etcdcron.decode import BadEntryError, key_text
 from etcdcron.durations import parse_duration, parse_expiry, parse_instant
 from etcdcron.errors import JobNotFoundError, ValidationError
 from etcdcron.etcd import EtcdClient, parse_endpoints
-from etcdcron.firing import first_after_ms, from_ms, next_scheduled_ms
+from etcdcron.firing import Cursor, first_after_ms, from_ms, next_scheduled_ms
 from etcdcron.job import CatchUp, Job, format_time
 from etcdcron.keys import DEFAULT_PREFIX, Keys
 from etcdcron.policy import Delivery, FailurePolicy
@@ -226,7 +226,8 @@ async def cmd_add(args: argparse.Namespace) -> int:
 
     async def action(store: JobStore) -> int:
         stored = await store.add(job, if_not_exists=args.if_not_exists)
-        print(json.dumps(status_document(await store.get(job.namespace, stored.job.name))))
+        # As added, not read back: a fast job may have fired, and completed, before a second read.
+        print(json.dumps(status_document(JobStatus(stored, Cursor(stored.id)))))
         return 0
 
     return await _with_store(args, action)

@@ -19,7 +19,7 @@ from datetime import datetime
 from etcdcron.dispatch import ErrorHandler, Trigger, call_handler
 from etcdcron.errors import ValidationError
 from etcdcron.etcd import DEFAULT_ENDPOINT
-from etcdcron.firing import HistoryEntry
+from etcdcron.firing import Cursor, HistoryEntry
 from etcdcron.job import DEFAULT_NAMESPACE, Job, validate_namespace
 from etcdcron.keys import DEFAULT_PARTITIONS, DEFAULT_PREFIX
 from etcdcron.pool import Member, MemberFailure
@@ -91,7 +91,8 @@ class Cron:
         ``if_not_exists``: keep a job of that name if there is one and raise ``JobExistsError`` (atomic: of
         concurrent adds exactly one succeeds)."""
         stored = await self.store.add(self._own(job), if_not_exists=if_not_exists)
-        return await self.store.get(stored.job.namespace, stored.job.name)
+        # As added, not read back: a fast job may have fired, and completed, before a second read.
+        return JobStatus(stored, Cursor(stored.id))
 
     async def get_job(self, name: str) -> JobStatus:
         return await self.store.get(self.namespace, name)
