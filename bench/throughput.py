@@ -302,8 +302,11 @@ def run_n(etcd: h.BenchEtcd, n: int, args: argparse.Namespace, tmp: Path) -> dic
     seen: set[int] = set()
     in_window = fired_in_window = 0
     per_member = []
+    first: list[int] = []  # per member and tick: the earliest firing's lateness (the wake-up)
+    spread: list[int] = []  # per member and tick: last minus first (the hand-off of the group)
     for r in readers:
         count = 0
+        groups: dict[int, list[int]] = {}
         for job, sched, fired in zip(r.jobs, r.scheduled, r.fired, strict=True):
             if w0 <= fired < w1:
                 fired_in_window += 1
@@ -311,8 +314,14 @@ def run_n(etcd: h.BenchEtcd, n: int, args: argparse.Namespace, tmp: Path) -> dic
                 count += 1
                 lateness.append(fired - sched)
                 seen.add(job * 1_000_000 + (sched - w0))
+                group = groups.setdefault(sched, [fired - sched, fired - sched])
+                group[0], group[1] = min(group[0], fired - sched), max(group[1], fired - sched)
         in_window += count
         per_member.append(count)
+        first += [g[0] for g in groups.values()]
+        spread += [g[1] - g[0] for g in groups.values()]
+    first.sort()
+    spread.sort()
     duplicates = in_window - len(seen)
     expected = n * int(window_s)
     missing = expected - len(seen)
@@ -333,6 +342,10 @@ def run_n(etcd: h.BenchEtcd, n: int, args: argparse.Namespace, tmp: Path) -> dic
         "lateness_p50_ms": h.percentile(lateness, 0.50),
         "lateness_p99_ms": h.percentile(lateness, 0.99),
         "lateness_max_ms": lateness[-1] if lateness else None,
+        "tick_first_p50_ms": h.percentile(first, 0.50),
+        "tick_first_p99_ms": h.percentile(first, 0.99),
+        "tick_spread_p50_ms": h.percentile(spread, 0.50),
+        "tick_spread_p99_ms": h.percentile(spread, 0.99),
         "expected_ticks": expected,
         "missing_ticks": missing,  # not fired by the end of the grace period (late or lost)
         "duplicate_ticks": duplicates,

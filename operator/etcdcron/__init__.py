@@ -10,7 +10,7 @@ from etcdcron.errors import (
 )
 from etcdcron.firing import Firing
 from etcdcron.job import CatchUp, Job, StoredJob
-from etcdcron.policy import Delivery, FailurePolicy, RetryPolicy, TriggerResult
+from etcdcron.policy import Delivery, FailurePolicy, Overlap, RetryPolicy, TriggerResult
 
 __all__ = [
     "CatchUp",
@@ -23,6 +23,7 @@ __all__ = [
     "Job",
     "JobExistsError",
     "JobNotFoundError",
+    "Overlap",
     "RetryPolicy",
     "StoredJob",
     "TriggerResult",

@@ -55,6 +55,7 @@ FLAG_OF_FIELD = {
     "timeout": "--timeout",
     "name_prefix": "--name-prefix",
     "jitter": "--jitter",
+    "overlap": "--overlap",
 }
 
 

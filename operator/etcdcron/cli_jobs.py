@@ -19,7 +19,7 @@ from etcdcron.etcd import EtcdClient, parse_endpoints
 from etcdcron.firing import Cursor, first_after_ms, from_ms, next_scheduled_ms
 from etcdcron.job import CatchUp, Job, format_time
 from etcdcron.keys import DEFAULT_PREFIX, Keys
-from etcdcron.policy import Delivery, FailurePolicy
+from etcdcron.policy import Delivery, FailurePolicy, Overlap
 from etcdcron.runs import Runs
 from etcdcron.store import JobStatus, JobStore, validate_name_prefix
 
@@ -69,6 +69,11 @@ def add_parsers(
     policy.add_argument("--retries", type=int, help="shorthand for --failure-policy constant:1s:N")
     add.add_argument(
         "--jitter", help="fire each tick a fixed offset in [0, DURATION) after it, from the job's name (0-1h)"
+    )
+    add.add_argument(
+        "--overlap",
+        default="allow",
+        help="a tick while an earlier firing is still delivered or retried: allow (deliver it), skip, wait",
     )
     add.add_argument(
         "--if-not-exists",
@@ -150,6 +155,7 @@ def job_from_args(args: argparse.Namespace) -> Job:
         failure_policy=_failure_policy(args),
         delivery=_delivery(args.delivery),
         jitter=parse_duration(args.jitter, "jitter") if args.jitter else None,
+        overlap=_overlap(args.overlap),
     )
 
 
@@ -164,6 +170,13 @@ def _delivery(text: str) -> Delivery:
         return Delivery(text.lower())
     except ValueError:
         raise ValidationError("delivery", f"must be at-least-once or at-most-once; got {text!r}") from None
+
+
+def _overlap(text: str) -> Overlap:
+    try:
+        return Overlap(text.lower())
+    except ValueError:
+        raise ValidationError("overlap", f"must be allow, skip or wait; got {text!r}") from None
 
 
 def _catch_up(text: str) -> CatchUp:
@@ -194,6 +207,7 @@ def status_document(status: JobStatus) -> dict[str, Any]:
         "catchUp": job.catch_up.value,
         "delivery": job.delivery.value,
         "failurePolicy": job.failure_policy.text(),
+        "overlap": job.overlap.value,
         "runs": cursor.runs,
         "missed": cursor.missed,
         "lastScheduled": format_time(from_ms(cursor.last_tick_ms)) if cursor.last_tick_ms else None,

@@ -31,7 +31,7 @@ from etcdcron.job import (
     ms_delta,
 )
 from etcdcron.keys import JobRef, Keys, partition_of
-from etcdcron.policy import Delivery, FailurePolicy
+from etcdcron.policy import Delivery, FailurePolicy, Overlap
 
 
 class BadEntryError(EtcdCronError):
@@ -322,6 +322,14 @@ def _delivery(doc: dict[str, Any]) -> Delivery:
         raise _Bad(f"delivery: {text!r} is not at-least-once or at-most-once") from None
 
 
+def _overlap(doc: dict[str, Any]) -> Overlap:
+    text = _str(doc, "overlap", "allow")
+    try:
+        return Overlap(text)
+    except ValueError:
+        raise _Bad(f"overlap: {text!r} is not allow, skip or wait") from None
+
+
 def _stored_job(doc: dict[str, Any]) -> StoredJob:
     """Types and limits checked field by field (cheaply: a member decodes a million of these at start)."""
     payload = _base64(_str(doc, "payload", ""), "payload")
@@ -351,5 +359,6 @@ def _stored_job(doc: dict[str, Any]) -> StoredJob:
         failure_policy=_failure_policy(doc),
         delivery=_delivery(doc),
         jitter=jitter,
+        overlap=_overlap(doc),
     )
     return StoredJob(job, _str(doc, "id"), _time(doc, "created"), _int(doc, "lease", 0, lo=0))

@@ -35,7 +35,7 @@ from enum import StrEnum
 from typing import Any
 
 from etcdcron.errors import ValidationError
-from etcdcron.policy import Backoff, Delivery, FailurePolicy
+from etcdcron.policy import Backoff, Delivery, FailurePolicy, Overlap
 from etcdcron.schedule import EverySchedule, Schedule, parse_schedule
 
 NAME_MAX = 253
@@ -146,6 +146,7 @@ class Job:
     failure_policy: FailurePolicy = field(default_factory=FailurePolicy)
     delivery: Delivery = Delivery.AT_LEAST_ONCE
     jitter: timedelta | None = None  # spread: each tick fires a fixed offset in [0, jitter) after it
+    overlap: Overlap = Overlap.ALLOW  # a tick while an earlier firing is still being delivered
 
     def __post_init__(self) -> None:
         validate_name(self.name)
@@ -174,6 +175,10 @@ class Job:
             raise ValidationError(
                 "delivery", f"must be at-least-once or at-most-once; got {self.delivery!r}"
             ) from None
+        try:
+            object.__setattr__(self, "overlap", Overlap(self.overlap))
+        except ValueError:
+            raise ValidationError("overlap", f"must be allow, skip or wait; got {self.overlap!r}") from None
         if not isinstance(self.failure_policy, FailurePolicy):
             raise ValidationError("failure_policy", "must be a FailurePolicy")
         if self.catch_up_deadline < timedelta(seconds=1):
@@ -247,6 +252,8 @@ class StoredJob:
             doc["maxRuns"] = j.max_runs
         if j.jitter is not None:
             doc["jitterMs"] = _ms(j.jitter)
+        if j.overlap is not Overlap.ALLOW:
+            doc["overlap"] = j.overlap.value
         return json.dumps(doc, separators=(",", ":")).encode()
 
 

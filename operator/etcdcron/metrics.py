@@ -25,4 +25,7 @@ BAD_ENTRIES = Gauge(
 SETTLEMENTS = Counter(
     "etcdcron_settlements_total", "Acknowledgements, retry states and history records written to etcd"
 )
+SKIPPED = Counter(
+    "etcdcron_firings_skipped_total", "Ticks not delivered: an earlier firing of the job was (overlap skip)"
+)
 PARKED = Gauge("etcdcron_parked_firings", "Firings parked as undeliverable, waiting for a consumer")

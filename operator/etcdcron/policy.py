@@ -24,6 +24,18 @@ class Delivery(StrEnum):
     AT_MOST_ONCE = "at-most-once"
 
 
+class Overlap(StrEnum):
+    """What a tick does while an earlier firing of the same job is still being delivered (its trigger
+    running, or retrying by the failure policy) on the member: ``allow`` delivers it on time anyway;
+    ``skip`` does not deliver it (settled as ``skipped`` in the history, like a CronJob's Forbid);
+    ``wait`` delivers it once the earlier one settled, in tick order. A parked firing does not hold
+    later ticks back."""
+
+    ALLOW = "allow"
+    SKIP = "skip"
+    WAIT = "wait"
+
+
 class TriggerResult(StrEnum):
     """What a trigger returns (returning None means success; raising an exception means failed)."""
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from etcdcron import Cron, Delivery, FailurePolicy, Firing, Job, TriggerResult
+from etcdcron import Cron, Delivery, FailurePolicy, Firing, Job, Overlap, TriggerResult
 from etcdcron.decode import decode_inflight
 from etcdcron.errors import JobNotFoundError
 from etcdcron.etcd import EtcdClient
@@ -241,3 +241,60 @@ def test_backfill_from_the_command_line(etcd_endpoint, prefix):
     assert json.loads(first.stdout)["new"] is True and json.loads(second.stdout)["new"] is False
     bad = run("backfill", "nightly", "--from", "2026-01-03T00:00:00Z", "--to", "2026-01-01T00:00:00Z")
     assert bad.returncode == 2 and bad.stderr.startswith("etcdcron: error: --to: must be after --from")
+
+
+class Gate:
+    """A trigger whose first firing waits until the test opens the gate."""
+
+    def __init__(self) -> None:
+        self.open = asyncio.Event()
+        self.calls: list[tuple[int, bool]] = []  # (run, gate open at the call)
+
+    async def __call__(self, firing: Firing) -> None:
+        self.calls.append((firing.run, self.open.is_set()))
+        if firing.run == 1:
+            await self.open.wait()
+
+    def runs(self) -> list[int]:
+        return [run for run, _ in self.calls]
+
+
+@pytest.mark.parametrize("overlap", list(Overlap), ids=[o.value for o in Overlap])
+async def test_overlap_decides_what_ticks_do_while_one_is_delivered(etcd_endpoint, prefix, overlap):
+    gate = Gate()
+    async with Cron(
+        endpoints=[etcd_endpoint], prefix=prefix, trigger=gate, member_id="m", lease_ttl=2
+    ) as cron:
+        assert cron.member is not None
+        await cron.member.wait_settled(20)
+        await cron.add_job(Job(name="o", schedule="* * * * * *", overlap=overlap))
+        if overlap is Overlap.ALLOW:
+            await eventually_async(lambda: 2 in gate.runs(), 20, "run 2 while run 1 is delivered")
+        elif overlap is Overlap.SKIP:
+            await eventually_async(
+                lambda: _count(_history_results(cron, "o"), "skipped", 2), 20, "two ticks skipped"
+            )
+        else:
+            await eventually_async(lambda: _due(cron, "o", 3), 20, "run 3 due while run 1 is delivered")
+        assert gate.runs() == ([1, 2] if overlap is Overlap.ALLOW else [1])[: len(gate.runs())]
+        gate.open.set()
+        await eventually_async(lambda: max(gate.runs()) >= 4, 20, "later ticks delivered")
+        history = {h.run: h.result for h in await cron.history("o")}
+    runs = gate.runs()
+    assert runs == sorted(set(runs)) and runs[0] == 1  # in order, none twice
+    if overlap is Overlap.WAIT:
+        assert runs[:4] == [1, 2, 3, 4]
+        assert (2, False) not in gate.calls and (3, False) not in gate.calls  # held until 1 settled
+    if overlap is Overlap.SKIP:
+        skipped = {run for run, result in history.items() if result == "skipped"}
+        assert len(skipped) >= 2 and not skipped & set(runs)
+        assert all(history[run] == "success" for run in runs if run in history)
+
+
+async def _count(results: Any, result: str, n: int) -> bool:
+    return (await results).count(result) >= n
+
+
+async def _due(cron: Cron, name: str, runs: int) -> bool:
+    cursor = (await cron.get_job(name)).cursor
+    return cursor.runs >= runs and cursor.last_tick_ms <= datetime.now(UTC).timestamp() * 1000

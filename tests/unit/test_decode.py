@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -11,7 +12,7 @@ from etcdcron.decode import BadEntryError, cursor_for, decode_cursor, decode_job
 from etcdcron.firing import Cursor
 from etcdcron.job import CatchUp, Job, StoredJob
 from etcdcron.keys import Keys
-from etcdcron.policy import Delivery, FailurePolicy
+from etcdcron.policy import Delivery, FailurePolicy, Overlap
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 KEYS = Keys("/p")
@@ -55,6 +56,13 @@ def test_jobs_stored_by_earlier_versions_still_decode() -> None:
     assert stored.job.delivery is Delivery.AT_LEAST_ONCE
 
 
+@pytest.mark.parametrize("overlap", list(Overlap))
+def test_overlap_round_trips_and_is_stored_only_when_not_the_default(overlap: Overlap) -> None:
+    stored = StoredJob(replace(GOOD.job, overlap=overlap), GOOD.id, GOOD.created_at)
+    assert ("overlap" in json.loads(stored.to_json())) is (overlap is not Overlap.ALLOW)
+    assert decode_job(KEYS, GOOD_KEY, stored.to_json())[1].job.overlap is overlap
+
+
 def test_a_cursor_of_another_version_is_ignored() -> None:
     old = Cursor("old-id", 5, runs=7).to_json()
     assert cursor_for(GOOD, b"k", old) == Cursor("abc")
@@ -81,6 +89,8 @@ BAD_JOBS = [
     (GOOD_KEY, with_fields(failurePolicy=POLICY | {"backoff": "linear"}), "'linear' is not drop"),
     (GOOD_KEY, with_fields(failurePolicy="drop"), "failurePolicy: expected an object"),
     (GOOD_KEY, with_fields(delivery="twice"), "delivery: 'twice' is not at-least-once"),
+    (GOOD_KEY, with_fields(overlap="queue"), "overlap: 'queue' is not allow, skip or wait"),
+    (GOOD_KEY, with_fields(overlap=1), "overlap: expected a string, got int"),
     (GOOD_KEY, with_fields(schedule=["@daily"]), "schedule: expected a string, got list"),
     (GOOD_KEY, with_fields(schedule=5), "schedule: expected a string, got int"),
     (GOOD_KEY, with_fields(payload="***"), "payload: not base64"),

@@ -13,18 +13,19 @@ called with a prefix of its ``<namespace>/<name>``. A clean leave waits for the 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from etcdcron import metrics
-from etcdcron.dispatch import ErrorHandler, Trigger, attempt, call_handler
+from etcdcron.dispatch import Attempt, ErrorHandler, Trigger, attempt, call_handler, start_attempt
 from etcdcron.firing import Firing, HistoryEntry, InFlight, from_ms, to_ms
-from etcdcron.policy import Delivery, TriggerResult
+from etcdcron.policy import Delivery, Overlap, TriggerResult
 from etcdcron.pool.settlements import Settlements
 
 log = logging.getLogger("etcdcron.pool")
@@ -55,6 +56,23 @@ class Handoff:
         return f"{job.namespace}/{job.name}"
 
 
+@dataclass(slots=True)
+class _Done:
+    """A firing whose trigger succeeded without waiting, to settle after the tick's other triggers."""
+
+    handoff: Handoff
+    fired_ms: int
+    attempts: int
+
+
+@dataclass(slots=True)
+class _Hold:
+    """A firing of an ``overlap`` skip/wait job being delivered, and the later ticks waiting for it."""
+
+    holder: bytes  # its in-flight key
+    waiting: collections.deque[Handoff] = dataclasses.field(default_factory=collections.deque)
+
+
 class Deliveries:
     def __init__(
         self,
@@ -73,11 +91,19 @@ class Deliveries:
         self._active: dict[bytes, int] = {}  # in-flight keys being delivered here -> their partition
         self._settled = asyncio.Event()  # a delivery ended
         self._tasks: set[asyncio.Task[None]] = set()
+        self._holds: dict[bytes, _Hold] = {}  # spec key -> the overlap job's firing being delivered
+        self._due: dict[int, list[Handoff]] = {}  # groups waiting for their moment, by that moment (ms)
 
     def start(self, handoffs: list[Handoff], not_before_ms: int) -> None:
-        """Deliver ``handoffs`` at ``not_before_ms`` (their tick, or a retry's time), or now if passed."""
+        """Deliver ``handoffs`` at ``not_before_ms`` (their tick, or a retry's time), or now if passed.
+        Everything due at one moment is delivered as one group (a tick's commits land in several)."""
         self._active.update((h.inflight_key, h.partition) for h in handoffs)
-        self._spawn(self._at(handoffs, not_before_ms))
+        group = self._due.get(not_before_ms)
+        if group is not None:
+            group.extend(handoffs)
+            return
+        self._due[not_before_ms] = list(handoffs)
+        self._spawn(self._at(not_before_ms))
 
     def is_active(self, inflight_key: bytes) -> bool:
         return inflight_key in self._active or inflight_key in self.parked
@@ -116,50 +142,124 @@ class Deliveries:
         return len(ready)
 
     def forget(self, partition: int) -> None:
-        """A partition moved: its parked firings are the new owner's now."""
+        """A partition moved: its parked firings, and those waiting for an earlier one, are the new
+        owner's now (it finds their records)."""
         for key in [k for k, h in self.parked.items() if h.partition == partition]:
             del self.parked[key]
         metrics.PARKED.set(len(self.parked))
+        for hold in self._holds.values():
+            kept = [h for h in hold.waiting if h.partition != partition]
+            for h in hold.waiting:
+                if h.partition == partition:
+                    self._active.pop(h.inflight_key, None)
+            hold.waiting = collections.deque(kept)
+        self._settled.set()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _at(self, handoffs: list[Handoff], not_before_ms: int) -> None:
+    async def _at(self, not_before_ms: int) -> None:
         wait = not_before_ms - self.clock()
         if wait > 0:
             await asyncio.sleep(wait / 1000)
-        for handoff in handoffs:
-            self._spawn(self._deliver(handoff))
-
-    async def _deliver(self, h: Handoff) -> None:
-        try:
-            await self._attempts(h)
-        except Exception:  # a bug here must not pass unseen, nor take other deliveries down
-            metrics.DISPATCH_ERRORS.inc()
-            log.exception("delivery of %s failed", h.firing.key)
-        finally:
-            self._active.pop(h.inflight_key, None)
+        group = self._due.pop(not_before_ms)
+        # Every trigger first, as close to the moment as the loop allows; then the bookkeeping.
+        done: list[_Done] = []
+        for h in group:
+            if h.spec_key in self._holds and h.firing.job.job.overlap is not Overlap.ALLOW:
+                self._hold(h)
+                continue
+            started = self._begin(h)
+            if started is not None:
+                done.append(started)
+        for h in group:
+            if h.record.attempts == 0 and h.firing.kind == "scheduled":
+                metrics.FIRINGS.inc()
+                metrics.LATENESS.observe(max(not_before_ms - to_ms(h.firing.scheduled), 0) / 1000)
+        for d in done:
+            self._succeeded(d)
+        if done:
             self._settled.set()
 
-    async def _attempts(self, h: Handoff) -> None:
+    def _begin(self, h: Handoff) -> _Done | None:
+        """Call ``h``'s trigger now: what to settle if it succeeded without waiting, else None (a task
+        follows it up; for an ``overlap`` job, later ticks are held until it settles)."""
+        attempts, now = h.record.attempts + 1, self.clock()
+        try:
+            started = start_attempt(h.firing.attempted(from_ms(now), attempts), self.trigger)
+        except Exception:  # a bug here must not pass unseen, nor keep the others from firing
+            self._failed(h)
+            return None
+        if isinstance(started, Attempt) and started.result is TriggerResult.SUCCESS:
+            return _Done(h, now, attempts)
+        if h.firing.job.job.overlap is not Overlap.ALLOW:
+            self._holds[h.spec_key] = _Hold(h.inflight_key)
+        self._spawn(self._deliver(h, started, attempts, now))
+        return None
+
+    def _succeeded(self, d: _Done) -> None:
+        self._settle(d.handoff, "success", d.attempts, d.fired_ms)
+        self._active.pop(d.handoff.inflight_key, None)
+
+    def _hold(self, h: Handoff) -> None:
+        """A tick of an ``overlap`` job while an earlier firing of it is being delivered."""
+        if h.firing.job.job.overlap is Overlap.WAIT:
+            self._holds[h.spec_key].waiting.append(h)
+            return
+        metrics.SKIPPED.inc()
+        log.info("job %s: %s skipped: an earlier firing is still being delivered", h.name, h.firing.key)
+        self._settle(h, "skipped", h.record.attempts, self.clock())
+        self._active.pop(h.inflight_key, None)
+        self._settled.set()
+
+    def _release(self, h: Handoff) -> None:
+        """``h`` settled: the ticks of its job that waited for it are delivered now, in order."""
+        hold = self._holds.get(h.spec_key)
+        if hold is None or hold.holder != h.inflight_key:
+            return
+        del self._holds[h.spec_key]
+        while hold.waiting:
+            started = self._begin(hold.waiting.popleft())
+            if started is not None:
+                self._succeeded(started)
+                continue
+            follower = self._holds.get(h.spec_key)
+            if follower is not None:  # it did not finish at once: the rest wait for it
+                follower.waiting.extend(hold.waiting)
+                return
+
+    def _failed(self, h: Handoff) -> None:
+        metrics.DISPATCH_ERRORS.inc()
+        log.exception("delivery of %s failed", h.firing.key)
+        self._active.pop(h.inflight_key, None)
+        self._settled.set()
+
+    async def _deliver(
+        self, h: Handoff, first: Attempt | Awaitable[Attempt], attempts: int, fired_ms: int
+    ) -> None:
+        try:
+            outcome = first if isinstance(first, Attempt) else await first
+            await self._follow_up(h, outcome, attempts, fired_ms)
+        except Exception:  # a bug here must not pass unseen, nor take other deliveries down
+            self._failed(h)
+        finally:
+            self._active.pop(h.inflight_key, None)
+            self._release(h)
+            self._settled.set()
+
+    async def _follow_up(self, h: Handoff, outcome: Attempt, attempts: int, now: int) -> None:
+        """Settle, park or retry by the job's failure policy, from the outcome of attempt ``attempts``."""
         job = h.firing.job.job
         policy = job.failure_policy
-        attempts = h.record.attempts
         while True:
-            attempts += 1
-            now = self.clock()
-            firing = dataclasses.replace(h.firing, fired=from_ms(now), attempt=attempts)
-            if attempts == 1 and h.firing.kind == "scheduled":
-                metrics.FIRINGS.inc()
-                metrics.LATENESS.observe(max(now - to_ms(h.firing.scheduled), 0) / 1000)
-            outcome = await attempt(firing, self.trigger)
+            key = h.firing.key
             if outcome.result is TriggerResult.SUCCESS:
                 self._settle(h, "success", attempts, now)
                 return
             if outcome.result is TriggerResult.UNDELIVERABLE:
-                log.info("job %s: %s undeliverable: parked until a consumer registers", h.name, firing.key)
+                log.info("job %s: %s undeliverable: parked until a consumer registers", h.name, key)
                 h.record = dataclasses.replace(h.record, attempts=attempts, parked=True)
                 self._store(h)
                 self._history(h, "undeliverable", attempts, now)
@@ -169,11 +269,7 @@ class Deliveries:
             if delay is None:
                 metrics.DISPATCH_ERRORS.inc()
                 log.error(
-                    "job %s: trigger failed for %s (attempt %d): %s",
-                    h.name,
-                    firing.key,
-                    attempts,
-                    outcome.error,
+                    "job %s: trigger failed for %s (attempt %d): %s", h.name, key, attempts, outcome.error
                 )
                 await call_handler(self.on_error, job, outcome.error or RuntimeError("trigger failed"))
                 self._settle(h, "failed", attempts, now)
@@ -181,7 +277,7 @@ class Deliveries:
             log.warning(
                 "job %s: trigger failed for %s (attempt %d, next in %s): %s",
                 h.name,
-                firing.key,
+                key,
                 attempts,
                 delay,
                 outcome.error,
@@ -191,6 +287,8 @@ class Deliveries:
                 h.record = dataclasses.replace(h.record, attempts=attempts, next_attempt_ms=next_ms)
                 self._store(h)
             await asyncio.sleep(max(next_ms - self.clock(), 0) / 1000)
+            attempts, now = attempts + 1, self.clock()
+            outcome = await attempt(h.firing.attempted(from_ms(now), attempts), self.trigger)
 
     def _store(self, h: Handoff) -> None:
         lease = h.firing.job.lease
