@@ -276,3 +276,22 @@ def test_a_long_name_is_refused_with_field_path_metadata_name(
     result = apply(cluster, tmp_path, manifest("x" * 53, k8s_namespace))
     assert result.returncode != 0 and "metadata.name" in result.stderr, result.stderr
     assert "<nil>" not in result.stderr
+
+
+def test_a_replica_without_the_certificate_secret_stops_with_one_line(
+    operator_credentials: Any, operator_etcd: Any, tmp_path: Path
+) -> None:
+    extra = ("--webhook-port", str(free_port()), "--webhook-host", f"elsewhere.{SYSTEM_NAMESPACE}.svc")
+    op = OperatorProcess(
+        "no-secret",
+        operator_etcd.endpoint,
+        "/webhook-none",
+        str(operator_credentials[0]),
+        tmp_path,
+        extra=extra,
+    )
+    assert op.process.wait(60) == 1
+    op.stop()
+    lines = op.text().strip().splitlines()
+    assert f"Secret {SYSTEM_NAMESPACE}/elsewhere" in lines[-1] and "403" in lines[-1], op.tail()
+    assert "Traceback" not in op.text(), op.tail()

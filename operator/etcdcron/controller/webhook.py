@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import ipaddress
 import logging
 import os
 import shutil
@@ -86,12 +87,22 @@ async def _answer(request: Any, **_: Any) -> dict[str, Any]:
     return review(request)
 
 
+def _reachable(address: str) -> str:
+    """An address the API server can call for one we listen on: 0.0.0.0 (all) is reached at 127.0.0.1."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    return ("127.0.0.1" if ip.version == 4 else "::1") if ip.is_unspecified else address
+
+
 class Webhook:
     """This replica's admission webhook: the certificate, the HTTPS server, and (on the leader) the
     configuration. ``serving`` is set once it answers (part of ``/readyz``)."""
 
     def __init__(self, api: Any, port: int, host: str | None, address: str) -> None:
-        self.api, self.port, self.address, self.host = api, port, address, host or address
+        self.api, self.port, self.address = api, port, address
+        self.host = host or _reachable(address)
         self.target = webhook_config.target_of(self.host, port)
         self.serving = asyncio.Event()
         self._folder = Path(tempfile.mkdtemp(prefix="etcdcron-webhook-"))  # 0700: the key stays private
