@@ -25,7 +25,7 @@ from aiohttp import web
 
 from etcdcron.controller import webhook_cert, webhook_config
 from etcdcron.controller.resource import job_from_resource, utcnow
-from etcdcron.controller.webhook_cert import Certificate, CertificateError
+from etcdcron.controller.webhook_cert import Certificate
 from etcdcron.errors import ValidationError
 from etcdcron.k8s_resource import GROUP, PLURAL
 
@@ -152,10 +152,10 @@ class Webhook:
             file_check_interval=FILE_CHECK_SECONDS,
         )
 
+        answer = cast(kopf.WebhookFn, _answer)
+
         async def listen() -> None:
-            async for _config in server(
-                cast(kopf.WebhookFn, _answer)
-            ):  # again after each change of the certificate file
+            async for _config in server(answer):  # again after each change of the certificate file
                 self.serving.set()
 
         tasks = [asyncio.create_task(listen())]
@@ -184,7 +184,7 @@ class Webhook:
             try:
                 self._install(await self._obtain())
                 said = ""
-            except CertificateError as e:
+            except Exception as e:  # the API away for a while: keep serving, say it once
                 if str(e) != said:
                     log.warning("%s (serving the certificate it had)", e)
                 said = str(e)

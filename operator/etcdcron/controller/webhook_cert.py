@@ -128,6 +128,8 @@ async def shared(api: k8s.ApiClient, service: str, namespace: str) -> Certificat
         except ApiException as e:
             hint = " (deploy/operator/webhook.yaml creates it)" if e.status == 404 else ""
             raise CertificateError(f"webhook certificate: {where}: {api_error(e)}{hint}") from None
+        except Exception as e:  # the API server unreachable: urllib3's errors, not ApiException
+            raise CertificateError(f"webhook certificate: {where}: {e}") from None
         now = dt.datetime.now(dt.UTC)
         current = _from_secret(secret)
         why = unusable(current, host, now)
@@ -145,6 +147,8 @@ async def shared(api: k8s.ApiClient, service: str, namespace: str) -> Certificat
             if e.status == 409:
                 continue  # another replica filled it first: use theirs
             raise CertificateError(f"webhook certificate: {where}: {api_error(e)}") from None
+        except Exception as e:
+            raise CertificateError(f"webhook certificate: {where}: {e}") from None
         log.info("webhook certificate: %s was %s; a new one is stored there", where, why)
         return fresh
     raise CertificateError(f"webhook certificate: {where} kept changing while it was being filled")
