@@ -176,7 +176,11 @@ def replicas(
 
     def start(member: str) -> OperatorProcess:
         config = str(operator_credentials[0])
-        op = OperatorProcess(member, operator_etcd.endpoint, "/webhook-svc", config, folder, LEASE_TTL, extra)
+        with pytest.MonkeyPatch.context() as env:  # a killed replica leaves its certificate file here
+            env.setenv("TMPDIR", str(folder))
+            op = OperatorProcess(
+                member, operator_etcd.endpoint, "/webhook-svc", config, folder, LEASE_TTL, extra
+            )
         ops.append(op)
         return op
 
