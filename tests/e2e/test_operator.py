@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import time
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -165,6 +167,58 @@ def test_crd_rejects(kube: Kube, namespace: str, name: str, spec: dict[str, Any]
     )
     assert result.returncode != 0, f"accepted: {spec}"
     assert message in result.stderr, result.stderr
+
+
+# --- admission ----------------------------------------------------------------------------------------
+
+WEBHOOK = "etcdcron-operator-webhook"
+
+
+def admission_of(kube: Kube, namespace: str, spec: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+    """A server-side dry-run create (the webhook is called for dry runs too: it has no side effects)."""
+    manifest = json.dumps(dcj(f"adm-{uuid.uuid4().hex[:6]}", **spec))
+    return kube.kubectl("create", "--dry-run=server", "-n", namespace, "-f", "-", input=manifest, check=False)
+
+
+def refused_naming_the_field(kube: Kube, namespace: str) -> str:
+    """A bad schedule is never admitted; the refusal names the field once a replica is reached (right after
+    a pod is force-deleted, the Service may still send a review to it: a transport error, retried)."""
+
+    def attempt() -> str | None:
+        result = admission_of(kube, namespace, {"schedule": "61 * * * *"})
+        assert result.returncode != 0, "a bad schedule was admitted"
+        return result.stderr if "denied the request: spec.schedule: " in result.stderr else None
+
+    return wait_for("a refusal naming spec.schedule", attempt, timeout=120, interval=2)
+
+
+def test_admission_through_the_webhook_service_on_every_replica(kube: Kube, namespace: str) -> None:
+    """deploy/ as shipped: the replicas share the certificate of Secret etcdcron-operator-webhook, the
+    configuration trusts it and fails closed, and replicas that replace every original one still answer."""
+    secret = kube.get("secret", "-n", SYSTEM_NAMESPACE, WEBHOOK)
+    config = kube.get("validatingwebhookconfiguration", "etcdcron.io")
+    (hook,) = config["webhooks"]
+    assert hook["failurePolicy"] == "Fail"
+    assert hook["clientConfig"]["caBundle"] == secret["data"]["tls.crt"]
+    assert admission_of(kube, namespace, {"schedule": "*/10 * * * * *"}).returncode == 0
+    refused_naming_the_field(kube, namespace)
+    originals = kube.ready_operator_pods()
+    assert len(originals) == 3
+    for batch in (
+        originals[:2],
+        originals[2:],
+    ):  # at the end only replicas started after the Secret was filled
+        kube.kubectl("delete", "pod", "-n", SYSTEM_NAMESPACE, "--grace-period=0", "--force", *batch)
+        refused_naming_the_field(kube, namespace)
+        wait_for(
+            "three ready replicas, the deleted ones replaced",
+            lambda batch=batch: len(ready := kube.ready_operator_pods()) == 3 and not set(batch) & set(ready),
+            timeout=300,
+        )
+    assert not set(originals) & set(kube.ready_operator_pods())
+    refused_naming_the_field(kube, namespace)
+    after = kube.get("validatingwebhookconfiguration", "etcdcron.io")
+    assert after["metadata"]["resourceVersion"] == config["metadata"]["resourceVersion"]  # never rewritten
 
 
 # --- firing -------------------------------------------------------------------------------------------

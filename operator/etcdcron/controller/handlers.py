@@ -19,7 +19,6 @@ from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
 from etcdcron.controller import settings as kopf_settings
-from etcdcron.controller import webhook
 from etcdcron.controller.credentials import connection_info
 from etcdcron.controller.mirror import ConflictError, NotLeaderError
 from etcdcron.controller.reconcile import Context, reconcile
@@ -45,9 +44,6 @@ def _ctx(memo: Any) -> Context:
 @kopf.on.startup(registry=registry)
 def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     kopf_settings.configure(settings)
-    hook = _ctx(memo).webhook
-    if hook is not None:
-        webhook.configure(settings, *hook)
 
 
 @kopf.on.login(registry=registry)

@@ -30,7 +30,6 @@ class Context:
 
     mirror: Mirror
     api: k8s.ApiClient
-    webhook: tuple[int, str | None, str] | None = None  # port, host, listening address
 
 
 async def reconcile(body: dict[str, Any], context: Context) -> Observed:

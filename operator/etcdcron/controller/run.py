@@ -1,5 +1,6 @@
-"""``etcdcron operator``: every replica is a pool member dispatching Events and Jobs; the elected one also
-runs the kopf reconciler. Health (``/healthz``, ``/readyz``) and Prometheus metrics are served on their own
+"""``etcdcron operator``: every replica is a pool member dispatching Events and Jobs and, with
+``--webhook-port``, answers admission reviews; the elected one also runs the kopf reconciler and keeps the
+webhook's configuration. Health (``/healthz``, ``/readyz``) and Prometheus metrics are served on their own
 ports, on one configurable address.
 """
 
@@ -16,11 +17,13 @@ import kopf
 from aiohttp import web
 from prometheus_client import Gauge, start_http_server
 
-from etcdcron.controller import handlers, logs, webhook
+from etcdcron.controller import handlers, logs
 from etcdcron.controller.credentials import kubernetes_api
 from etcdcron.controller.leader import LeaderElection
 from etcdcron.controller.mirror import Mirror
 from etcdcron.controller.reconcile import Context
+from etcdcron.controller.webhook import Webhook
+from etcdcron.controller.webhook_config import Keeper
 from etcdcron.dispatch.kubernetes import KubernetesDispatcher
 from etcdcron.errors import EtcdCronError, EtcdUnavailableError
 from etcdcron.etcd import EtcdClient
@@ -55,13 +58,16 @@ class OperatorSettings:
 
 @dataclass
 class Readiness:
-    """``/readyz``: a settled pool member, etcd answering now, and, on the leader, kopf watching the API."""
+    """``/readyz``: a settled pool member, etcd answering now, the admission webhook answering, and, on the
+    leader, kopf watching the API and the webhook's configuration kept."""
 
     member: Member
     client: EtcdClient
     keys: Keys
     election: LeaderElection | None = None
     watching: asyncio.Event | None = None
+    webhook: Webhook | None = None
+    keeper: Keeper | None = None
 
     async def check(self) -> str | None:
         """None when ready, else why not (one line)."""
@@ -73,9 +79,13 @@ class Readiness:
             await asyncio.wait_for(self.client.get(self.keys.leader("reconciler")), ETCD_PROBE_TIMEOUT)
         except (EtcdUnavailableError, TimeoutError) as e:
             return f"etcd unreachable: {e or 'timeout'}"
+        if self.webhook is not None and not self.webhook.serving.is_set():
+            return "the admission webhook is not serving"
         leading = self.election is not None and self.election.is_leader
         if leading and (self.watching is None or not self.watching.is_set()):
             return "leader, but the reconciler is not watching the API yet"
+        if leading and self.keeper is not None and not self.keeper.kept.is_set():
+            return "leader, but the webhook configuration is not kept yet"
         return None
 
 
@@ -102,9 +112,12 @@ async def _serve_health(address: str, port: int, readiness: Readiness) -> web.Ap
 
 
 def _check_port(address: str, port: int, flag: str) -> None:
-    """Fail at start, naming the flag, if the port is taken (kopf would only log it, later, in a loop)."""
+    """Fail at start, naming the flag, if the port is taken (kopf would only log it, later, in a loop).
+    Bound as kopf's server binds it (``SO_REUSEPORT``): operators of the same user on one host may share
+    the port, as replicas share a Service."""
     with socket.socket() as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         try:
             probe.bind((address, port))
         except OSError as e:
@@ -124,6 +137,11 @@ async def run_operator(settings: OperatorSettings, stop: asyncio.Event) -> None:
     api = kubernetes_api(settings.kubeconfig)  # first: a credentials problem is one line, nothing started
     if settings.metrics_port:
         _serve_metrics(settings.bind_address, settings.metrics_port)
+    hook = None
+    if settings.webhook_port:
+        _check_port(settings.bind_address, settings.webhook_port, "--webhook-port")
+        hook = Webhook(api, settings.webhook_port, settings.webhook_host, settings.bind_address)
+        await hook.start()  # the certificate: one line naming its Secret if it cannot be had
     pool = PoolSettings(tuple(settings.endpoints), settings.prefix, settings.member_id, settings.lease_ttl)
     client = pool.client()
     keys = pool.keys
@@ -134,21 +152,23 @@ async def run_operator(settings: OperatorSettings, stop: asyncio.Event) -> None:
 
     member = pool.member(client, KubernetesDispatcher(api, settings.member_id), on_error=on_error)
     election = LeaderElection(client, keys, member.membership, "reconciler")
-    readiness = Readiness(member, client, keys, election)
+    readiness = Readiness(member, client, keys, election, webhook=hook)
     health = None
     if settings.health_port:
         health = await _serve_health(settings.bind_address, settings.health_port, readiness)
-    hook = None
-    if settings.webhook_port:
-        _check_port(settings.bind_address, settings.webhook_port, "--webhook-port")
-        webhook.register(handlers.registry, handlers.RESOURCE)
-        hook = (settings.webhook_port, settings.webhook_host, settings.bind_address)
-    memo = kopf.Memo(context=Context(Mirror(client, keys, lambda: election.fence), api, hook))
+    served, hook_stop = None, asyncio.Event()
+    if hook is not None:
+        served = asyncio.create_task(hook.serve(hook_stop))  # every replica, leader or not
+        served.add_done_callback(lambda _: stop.set())  # it ends only by failing: stop, loudly
+    memo = kopf.Memo(context=Context(Mirror(client, keys, lambda: election.fence), api))
 
     async def lead(lost: asyncio.Event) -> None:
         LEADER.set(1)
         kopf_stop, watching = asyncio.Event(), asyncio.Event()
         readiness.watching = watching
+        keeper = hook.keeper() if hook is not None else None  # the leader alone writes the configuration
+        readiness.keeper = keeper
+        keeping = asyncio.create_task(keeper.run(kopf_stop)) if keeper is not None else None
         reconciler = asyncio.create_task(
             kopf.operator(
                 registry=handlers.registry,
@@ -172,6 +192,10 @@ async def run_operator(settings: OperatorSettings, stop: asyncio.Event) -> None:
             kopf_stop.set()
             with contextlib.suppress(Exception, asyncio.CancelledError, TimeoutError):
                 await asyncio.wait_for(reconciler, KOPF_STOP_TIMEOUT)
+            if keeping is not None:
+                with contextlib.suppress(Exception, asyncio.CancelledError, TimeoutError):
+                    await asyncio.wait_for(keeping, KOPF_STOP_TIMEOUT)
+            readiness.keeper = None
             LEADER.set(0)
             _install_signals(stop)
 
@@ -189,12 +213,17 @@ async def run_operator(settings: OperatorSettings, stop: asyncio.Event) -> None:
         failed.cancel()
         await asyncio.gather(campaign, failed, return_exceptions=True)
         await member.stop()
+        if served is not None:  # the last to go: a review routed here while stopping still gets its answer
+            hook_stop.set()
+            await asyncio.gather(served, return_exceptions=True)
         if health is not None:
             await health.cleanup()
         await client.close()
         await asyncio.to_thread(api.close)
     if member.failure is not None:
         raise member.failure  # `etcdcron operator` exits 1 with this one line
+    if served is not None and not served.cancelled() and served.exception() is not None:
+        raise served.exception()  # type: ignore[misc]  # the webhook server failed: loud
 
 
 def _install_signals(stop: asyncio.Event) -> None:
