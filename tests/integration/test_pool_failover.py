@@ -57,7 +57,7 @@ async def test_kill_9_one_of_three_members(pool, etcd_endpoint, prefix, delivery
         assert_at_least_once(firings, start, end)
     else:
         assert not duplicates(firings)
-        # A kill -9 may lose what the victim committed just before it died (commits go out up to 150 ms
+        # A kill -9 may lose what the victim committed just before it died (commits go out up to 200 ms
         # ahead of the tick): at most one tick per job, for the victim's jobs only. Nothing else.
         missing = missing_ticks(firings, start, end, job_names())
         lost_at_kill = {(n, t) for n, t in missing if n in victim_jobs and abs(ts(t) - killed_at) <= 1.5}

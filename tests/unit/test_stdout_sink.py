@@ -17,9 +17,7 @@ T0 = datetime(2026, 11, 29, 1, 2, 3, 456000, tzinfo=UTC)
 
 
 def firing(**overrides: object) -> Firing:
-    job_fields = {
-        k: overrides.pop(k) for k in ("name", "namespace", "payload", "type") if k in overrides
-    }
+    job_fields = {k: overrides.pop(k) for k in ("name", "namespace", "payload", "type") if k in overrides}
     job = Job(**{"name": "report", "schedule": "* * * * * *", **job_fields})  # type: ignore[arg-type]
     stored = StoredJob(job, str(overrides.pop("job_id", "id-1")), T0)
     fields: dict[str, object] = {

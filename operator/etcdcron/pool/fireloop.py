@@ -2,10 +2,10 @@
 the moment, hand what landed to the deliveries (which hold each firing until its tick), and resolve what
 was refused.
 
-Commits go out up to ``COMMIT_AHEAD_MS`` before their tick, so the etcd round trip is over when the tick
-comes and the trigger is called on time (lateness: the timer's precision, not etcd's latency). The price,
-stated in docs/design.md: a member killed after such a commit and before the tick loses those firings
-(at-most-once delivery), a window up to ``COMMIT_AHEAD_MS`` wider than the round trip alone.
+Commits go out 150 to ``COMMIT_AHEAD_MS`` (200) before their tick, so the etcd round trip is over when
+the tick comes and the trigger is called on time (lateness: the timer's precision, not etcd's latency).
+The price, stated in docs/design.md: a member killed after such a commit and before the tick loses those
+firings (at-most-once delivery), a window up to ``COMMIT_AHEAD_MS`` wider than the round trip alone.
 
 Only a committed tick is dispatched. A commit whose outcome is unknown (etcd went away mid-call) is retried
 unchanged; if it had landed, the retry is refused, the cursor read back carries our commit id, and the
@@ -51,9 +51,12 @@ from etcdcron.pool.timers import TimerQueue
 log = logging.getLogger("etcdcron.pool")
 
 MAX_DUE_PER_ROUND = 4000
-COMMIT_AHEAD_MS = 150
-"""Due jobs are planned, built and committed this long before their moment (lateness and the window it
-costs measured in bench/throughput.py)."""
+COMMIT_AHEAD_MS = 200
+"""Due jobs are planned, built and committed up to this long before their moment (lateness and the window
+it costs measured in bench/throughput.py)."""
+GATHER_MS = 50
+"""A round commits every job due in the next ``GATHER_MS`` together, so ticks spread by jitter are still
+committed in large transactions (each due moment its own round: a transaction per few jobs)."""
 RETRY_DELAY_MS = 250
 
 
@@ -105,11 +108,12 @@ class FireLoop:
     async def _round(self) -> None:
         now = self.clock()
         next_at = self.timers.next_at()
-        if next_at is None or next_at > now + COMMIT_AHEAD_MS:
-            delay = (next_at - COMMIT_AHEAD_MS - now) / 1000 if next_at is not None else 1.0
+        lead = COMMIT_AHEAD_MS - GATHER_MS  # the least time a commit has before its tick
+        if next_at is None or next_at > now + lead:
+            delay = (next_at - lead - now) / 1000 if next_at is not None else 1.0
             await self.timers.wait(delay)
             return
-        at = max(next_at, now)
+        at = max(next_at + GATHER_MS, now)
         commits = self._prepare(self.timers.pop_due(at, MAX_DUE_PER_ROUND, self.table.is_current), at)
         await asyncio.gather(*(self._send(commit) for commit in commits))
 

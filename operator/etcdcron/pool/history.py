@@ -4,11 +4,17 @@ Histories are not loaded with a partition (a member holding 330k daily jobs woul
 entries): the first time a job settles a firing its history is read from etcd, in one batched read with
 the others of that flush, and kept in a bounded cache, so a job that fires often is read once and a daily
 job once a day.
+
+A job's history is rewritten at most once per ``REWRITE_SECONDS``: a job firing every second would
+otherwise rewrite its whole history (a few KiB) every second, the largest write of a firing. Entries
+wait in memory meanwhile, and a partition handed over or a member leaving writes them all at once.
 """
 
 from __future__ import annotations
 
 import collections
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from etcdcron import etcd
@@ -20,6 +26,7 @@ from etcdcron.pool.commit import TXN_LIMIT
 from etcdcron.pool.reporting import Reporter
 
 CACHED_HISTORIES = 10_000
+REWRITE_SECONDS = 5.0
 Cache = collections.OrderedDict[bytes, tuple[str, list[HistoryEntry]]]
 
 
@@ -32,10 +39,18 @@ class _Pending:
 
 
 class HistoryBook:
-    def __init__(self, client: EtcdClient, keys: Keys, reporter: Reporter) -> None:
+    def __init__(
+        self,
+        client: EtcdClient,
+        keys: Keys,
+        reporter: Reporter,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.client = client
         self.keys = keys
         self.reporter = reporter
+        self.clock = clock
+        self._written: dict[bytes, float] = {}  # history key -> when this member last wrote it
         self._cache: collections.OrderedDict[bytes, tuple[str, list[HistoryEntry]]] = (
             collections.OrderedDict()
         )
@@ -52,14 +67,31 @@ class HistoryBook:
         pending.entries.append(entry)
 
     def forget(self, history_prefix: bytes) -> None:
-        """A partition was dropped: another member may write its histories now."""
+        """A partition was dropped: another member may write its histories now (what still waits here
+        was for a partition no longer ours: its writes would be refused by the fence)."""
         for key in [k for k in self._cache if k.startswith(history_prefix)]:
             del self._cache[key]
+        for key in [k for k in self._pending if k.startswith(history_prefix)]:
+            del self._pending[key]
 
-    async def writes(self) -> list[tuple[int, bytes, RequestOp]]:
-        """The history puts of what settled since the last call (reading the histories not cached; raises
-        EtcdUnavailableError, keeping everything for the next call, when etcd cannot be read)."""
-        pending, self._pending = self._pending, {}
+    def due_in(self) -> float | None:
+        """Seconds until the first waiting history may be written (0: now); None if none waits."""
+        if not self._pending:
+            return None
+        now = self.clock()
+        return max(min(self._written.get(k, 0.0) + REWRITE_SECONDS - now for k in self._pending), 0.0)
+
+    async def writes(self, every: Iterable[int] = ()) -> list[tuple[int, bytes, RequestOp]]:
+        """The history puts of what settled since the last call, for each job whose history was not
+        written in the last ``REWRITE_SECONDS`` or whose partition is in ``every`` (the rest wait; see
+        ``due_in``). Reads the histories not cached; raises EtcdUnavailableError, keeping everything for
+        the next call, when etcd cannot be read."""
+        now, forced = self.clock(), set(every)
+        written = self._written
+        pending: dict[bytes, _Pending] = {}
+        for key, p in list(self._pending.items()):
+            if p.partition in forced or now - written.get(key, -REWRITE_SECONDS) >= REWRITE_SECONDS:
+                pending[key] = self._pending.pop(key)
         try:
             await self._read([key for key in pending if key not in self._cache])
         except BaseException:
@@ -72,9 +104,13 @@ class HistoryBook:
             entries = (entries if job_id == p.job_id else []) + p.entries
             del entries[:-HISTORY_LENGTH]
             self._cache[key] = (p.job_id, entries)
+            written.pop(key, None)
+            written[key] = now
             writes.append((p.partition, key, etcd.put(key, history_json(p.job_id, entries), p.lease)))
         while len(self._cache) > CACHED_HISTORIES:
             self._cache.popitem(last=False)
+        while len(written) > CACHED_HISTORIES:  # the oldest writes: long enough ago to be due anyway
+            del written[next(iter(written))]
         return writes
 
     async def _read(self, keys: list[bytes]) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -91,19 +92,26 @@ class Settlements:
     # -- writing --------------------------------------------------------------------------------------
     async def run(self) -> None:
         while True:
-            await self._wake.wait()
+            waiting = self.history.due_in()  # histories that wait for their next rewrite
+            if waiting is None or self._ops:
+                await self._wake.wait()
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), waiting)
             await asyncio.sleep(GATHER_SECONDS)
             self._wake.clear()
-            if not await self.flush():
+            if not await self.flush(everything=False):
                 await asyncio.sleep(RETRY_SECONDS)
                 self._wake.set()
 
-    async def flush(self, only: dict[int, int] | None = None) -> bool:
+    async def flush(self, only: dict[int, int] | None = None, everything: bool = True) -> bool:
         """Write everything queued (``only``: just these partitions, under these fences); False if etcd
-        could not be reached (what failed is queued again)."""
+        could not be reached (what failed is queued again). Histories rewritten in the last few seconds
+        wait, unless ``everything`` (a partition handed over, a member leaving)."""
         if self.history:
+            forced = (only or self.fences()) if everything else ()
             try:
-                for partition, key, op in await self.history.writes():
+                for partition, key, op in await self.history.writes(forced):
                     self._ops.setdefault(partition, {})[key] = op
             except EtcdUnavailableError as e:
                 await self.reporter.etcd_error(e)

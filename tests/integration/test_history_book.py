@@ -1,0 +1,51 @@
+"""A job's history is rewritten at most once per REWRITE_SECONDS; forced partitions are written at once."""
+
+from __future__ import annotations
+
+from etcdcron.decode import decode_history
+from etcdcron.etcd import EtcdClient
+from etcdcron.firing import HistoryEntry
+from etcdcron.keys import Keys
+from etcdcron.pool.history import REWRITE_SECONDS, HistoryBook
+from etcdcron.pool.reporting import Reporter
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def entry(run: int) -> HistoryEntry:
+    return HistoryEntry(run * 1000, run * 1000 + 5, "m", run, "success", 1, "scheduled")
+
+
+async def test_a_history_waits_for_its_next_rewrite(etcd_client: EtcdClient, prefix: str) -> None:
+    keys = Keys(prefix)
+    ref = keys.ref("t", "j")
+    spec_key, clock = keys.job(ref), Clock()
+    book = HistoryBook(etcd_client, keys, Reporter("m", None, None), clock)
+
+    async def write() -> list[int]:
+        puts = await book.writes()
+        for _, _, op in puts:
+            await etcd_client.txn([], [op])
+        got = await etcd_client.get(keys.sibling(spec_key, "history"))
+        return [e.run for e in decode_history(got.key, got.value)[1]] if puts and got else []
+
+    assert book.due_in() is None
+    book.add(ref.partition, spec_key, "id", 0, entry(1))
+    assert book.due_in() == 0 and await write() == [1]  # a first write goes at once
+    book.add(ref.partition, spec_key, "id", 0, entry(2))
+    assert await write() == [] and book.due_in() == REWRITE_SECONDS  # then waits
+    clock.now += REWRITE_SECONDS - 1
+    book.add(ref.partition, spec_key, "id", 0, entry(3))
+    assert await write() == [] and book.due_in() == 1
+    clock.now += 1
+    assert await write() == [1, 2, 3] and book.due_in() is None  # both waiting entries, in one write
+    book.add(ref.partition, spec_key, "id", 0, entry(4))
+    assert await book.writes() == []
+    forced = await book.writes(every=[ref.partition])  # a hand-over or a leave: written now
+    assert [key for _, key, _ in forced] == [keys.sibling(spec_key, "history")] and book.due_in() is None
