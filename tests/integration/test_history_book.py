@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from etcdcron.decode import decode_history
 from etcdcron.etcd import EtcdClient
 from etcdcron.firing import HistoryEntry
@@ -49,3 +51,23 @@ async def test_a_history_waits_for_its_next_rewrite(etcd_client: EtcdClient, pre
     assert await book.writes() == []
     forced = await book.writes(every=[ref.partition])  # a hand-over or a leave: written now
     assert [key for _, key, _ in forced] == [keys.sibling(spec_key, "history")] and book.due_in() is None
+
+
+async def test_an_entry_that_is_not_a_routine_success_is_written_at_once(
+    etcd_client: EtcdClient, prefix: str
+) -> None:
+    keys = Keys(prefix)
+    ref = keys.ref("t", "k")
+    spec_key = keys.job(ref)
+    book = HistoryBook(etcd_client, keys, Reporter("m", None, None), Clock())
+    book.add(ref.partition, spec_key, "id", 0, entry(1))
+    assert len(await book.writes()) == 1
+    book.add(ref.partition, spec_key, "id", 0, entry(2))
+    assert await book.writes() == [] and book.due_in() == REWRITE_SECONDS
+    book.add(ref.partition, spec_key, "id", 0, replace(entry(3), result="failed"))
+    assert book.due_in() == 0
+    (_, key, op), *more = await book.writes()
+    assert not more and key == keys.sibling(spec_key, "history")
+    await etcd_client.txn([], [op])
+    got = await etcd_client.get(key)
+    assert got is not None and [e.run for e in decode_history(got.key, got.value)[1]] == [1, 2, 3]

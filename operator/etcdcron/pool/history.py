@@ -5,9 +5,11 @@ entries): the first time a job settles a firing its history is read from etcd, i
 the others of that flush, and kept in a bounded cache, so a job that fires often is read once and a daily
 job once a day.
 
-A job's history is rewritten at most once per ``REWRITE_SECONDS``: a job firing every second would
-otherwise rewrite its whole history (a few KiB) every second, the largest write of a firing. Entries
-wait in memory meanwhile, and a partition handed over or a member leaving writes them all at once.
+A job's routine entries (a scheduled firing that succeeded) rewrite its history at most once per
+``REWRITE_SECONDS``: a job firing every second would otherwise rewrite its whole history (a few KiB)
+every second, the largest write of a firing. They wait in memory meanwhile; any other entry (a failure,
+a skip, a parked firing, a run-now or backfill firing) is written at once with what waits, and so is
+everything when a partition is handed over or the member leaves.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from dataclasses import dataclass, field
 from etcdcron import etcd
 from etcdcron.decode import BadEntryError, decode_history
 from etcdcron.etcd import EtcdClient, RequestOp
-from etcdcron.firing import HISTORY_LENGTH, HistoryEntry, history_json
+from etcdcron.firing import HISTORY_LENGTH, SCHEDULED, HistoryEntry, history_json
 from etcdcron.keys import Keys
 from etcdcron.pool.commit import TXN_LIMIT
 from etcdcron.pool.reporting import Reporter
@@ -36,6 +38,7 @@ class _Pending:
     job_id: str
     lease: int
     entries: list[HistoryEntry] = field(default_factory=list)
+    urgent: bool = False  # holds an entry worth writing at once (not a routine scheduled success)
 
 
 class HistoryBook:
@@ -65,6 +68,7 @@ class HistoryBook:
         if pending is None or pending.job_id != job_id:
             pending = self._pending[key] = _Pending(partition, job_id, lease)
         pending.entries.append(entry)
+        pending.urgent = pending.urgent or entry.result != "success" or entry.kind != SCHEDULED
 
     def forget(self, history_prefix: bytes) -> None:
         """A partition was dropped: another member may write its histories now (what still waits here
@@ -79,6 +83,8 @@ class HistoryBook:
         if not self._pending:
             return None
         now = self.clock()
+        if any(p.urgent for p in self._pending.values()):
+            return 0.0
         return max(min(self._written.get(k, 0.0) + REWRITE_SECONDS - now for k in self._pending), 0.0)
 
     async def writes(self, every: Iterable[int] = ()) -> list[tuple[int, bytes, RequestOp]]:
@@ -90,7 +96,11 @@ class HistoryBook:
         written = self._written
         pending: dict[bytes, _Pending] = {}
         for key, p in list(self._pending.items()):
-            if p.partition in forced or now - written.get(key, -REWRITE_SECONDS) >= REWRITE_SECONDS:
+            if (
+                p.urgent
+                or p.partition in forced
+                or now - written.get(key, -REWRITE_SECONDS) >= REWRITE_SECONDS
+            ):
                 pending[key] = self._pending.pop(key)
         try:
             await self._read([key for key in pending if key not in self._cache])
