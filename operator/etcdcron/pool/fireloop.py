@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import itertools
 import logging
 import time
@@ -164,6 +165,10 @@ class FireLoop:
             await self.reporter.etcd_error(e, commit.jobs[0].stored.job)
             self._retry_later(commit.jobs)
             return
+        if any(job.pending is None for job in commit.jobs):
+            # A reload read this commit's cursors while it was on its way and settled those jobs then
+            # (``settle_reloaded``): they are dispatched already, not twice.
+            commit = dataclasses.replace(commit, jobs=[job for job in commit.jobs if job.pending is not None])
         if response.succeeded:
             self.deliver([f for job in commit.jobs for f in self.landed(job, response.header.revision)])
             return
@@ -221,6 +226,7 @@ class FireLoop:
         for old, new in pairs:
             if old.pending is not None and new.cursor == old.pending.cursor:
                 new.cursor, new.pending = old.cursor, old.pending
+                old.pending = None  # if that commit is still on its way, its answer finds it settled
                 handoffs += self.landed(new, new.cursor_revision)
         self.deliver(handoffs)
 
