@@ -369,8 +369,8 @@ async def cmd_history(args: argparse.Namespace) -> int:
         if args.output == "json":
             print(json.dumps(docs, indent=2))
             return 0
-        columns = ["scheduled", "fired", "run", "result", "attempts", "member", "kind"]
-        rows = [[str(d[c]) for c in columns] for d in docs]
+        columns = ["scheduled", "fired", "run", "result", "attempts", "member", "kind", "error"]
+        rows = [[str(d.get(c, "")) for c in columns] for d in docs]
         widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(columns)]
         for row in [[c.upper() for c in columns], *rows]:
             print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())

@@ -16,7 +16,16 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from etcdcron.errors import EtcdCronError, ValidationError
-from etcdcron.firing import BACKFILL, MANUAL, SCHEDULED, Cursor, HistoryEntry, InFlight, RunRequest
+from etcdcron.firing import (
+    BACKFILL,
+    ERROR_LENGTH,
+    MANUAL,
+    SCHEDULED,
+    Cursor,
+    HistoryEntry,
+    InFlight,
+    RunRequest,
+)
 from etcdcron.job import (
     JITTER_MAX,
     NAME_MAX,
@@ -190,14 +199,15 @@ def decode_history(key: bytes, value: bytes) -> tuple[str, list[HistoryEntry]]:
             raise _Bad("entries: expected a list")
         entries = []
         for row in rows:
-            if not (isinstance(row, list) and len(row) == 7):
-                raise _Bad("entries: each entry is a list of 7 values")
+            if not (isinstance(row, list) and len(row) in (7, 8)):
+                raise _Bad("entries: each entry is a list of 7 or 8 values")
             ints = (row[0], row[1], row[3], row[5])
             if not all(isinstance(v, int) and not isinstance(v, bool) for v in ints):
                 raise _Bad("entries: times, run and attempts must be integers")
-            if not all(isinstance(v, str) for v in (row[2], row[4], row[6])):
-                raise _Bad("entries: member, result and kind must be strings")
-            entries.append(HistoryEntry(row[0], row[1], row[2], row[3], row[4], row[5], row[6]))
+            if not all(isinstance(v, str) for v in (row[2], row[4], row[6], *row[7:])):
+                raise _Bad("entries: member, result, kind and error must be strings")
+            error = row[7][:ERROR_LENGTH] if len(row) == 8 else ""
+            entries.append(HistoryEntry(row[0], row[1], row[2], row[3], row[4], row[5], row[6], error))
         return _str(doc, "jobId"), entries
     except _Bad as e:
         raise BadEntryError(key, str(e)) from None

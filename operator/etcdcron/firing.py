@@ -171,12 +171,13 @@ class HistoryEntry:
     fired_ms: int
     member: str
     run: int
-    result: str  # success | failed | dropped | undeliverable
+    result: str  # success | failed | undeliverable
     attempts: int
     kind: str = SCHEDULED
+    error: str = ""  # why the last attempt failed (a failed firing), at most ERROR_LENGTH characters
 
     def document(self) -> dict[str, object]:
-        return {
+        doc: dict[str, object] = {
             "scheduled": format_time(from_ms(self.scheduled_ms)),
             "fired": format_time(from_ms(self.fired_ms)),
             "member": self.member,
@@ -185,6 +186,9 @@ class HistoryEntry:
             "attempts": self.attempts,
             "kind": self.kind,
         }
+        if self.error:
+            doc["error"] = self.error
+        return doc
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,8 +224,23 @@ HISTORY_LENGTH = 20
 """Settled firings kept per job (``etcdcron history``, the operator's ``status.recent``)."""
 
 
+ERROR_LENGTH = 512
+"""A failed firing's error is kept in its history entry up to this many characters."""
+
+
+def error_text(error: BaseException | None) -> str:
+    """What a history entry keeps of a trigger's error: one line, bounded."""
+    if error is None:
+        return ""
+    text = " ".join((str(error) or type(error).__name__).split())
+    return text if len(text) <= ERROR_LENGTH else text[: ERROR_LENGTH - 3] + "..."
+
+
 def history_json(job_id: str, entries: list[HistoryEntry]) -> bytes:
-    rows = [[e.scheduled_ms, e.fired_ms, e.member, e.run, e.result, e.attempts, e.kind] for e in entries]
+    rows: list[list[object]] = []
+    for e in entries:
+        row: list[object] = [e.scheduled_ms, e.fired_ms, e.member, e.run, e.result, e.attempts, e.kind]
+        rows.append([*row, e.error] if e.error else row)
     return json.dumps({"jobId": job_id, "entries": rows}, separators=(",", ":")).encode()
 
 

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
 from etcdcron.decode import BadEntryError, decode_history, decode_inflight, decode_request
 from etcdcron.errors import ValidationError
-from etcdcron.firing import BACKFILL, MANUAL, HistoryEntry, InFlight, RunRequest, history_json
+from etcdcron.firing import (
+    BACKFILL,
+    ERROR_LENGTH,
+    MANUAL,
+    HistoryEntry,
+    InFlight,
+    RunRequest,
+    error_text,
+    history_json,
+)
 from etcdcron.policy import Backoff, FailurePolicy
 
 S = timedelta(seconds=1)
@@ -84,8 +94,46 @@ def test_requests_and_history_round_trip() -> None:
     manual = RunRequest("tok", 10, b"p", True, "m")
     backfill = RunRequest("backfill-1-2", 10, None, False, "", BACKFILL, 1, 2, 2.5, 0)
     assert [decode_request(b"k", r.to_json()) for r in (manual, backfill)] == [manual, backfill]
-    entries = [HistoryEntry(1, 2, "m", 3, "success", 1), HistoryEntry(4, 5, "n", 0, "failed", 3, MANUAL)]
+    entries = [
+        HistoryEntry(1, 2, "m", 3, "success", 1),
+        HistoryEntry(4, 5, "n", 0, "failed", 3, MANUAL, "403 Forbidden: no"),
+    ]
     assert decode_history(b"k", history_json("id", entries)) == ("id", entries)
+    assert b"403" in history_json("id", entries) and history_json("id", entries[:1]).count(b",") == 7
+
+
+def test_a_history_entry_keeps_a_bounded_one_line_error() -> None:
+    assert error_text(None) == ""
+    assert error_text(ValueError("two\n  lines")) == "two lines"
+    assert error_text(RuntimeError()) == "RuntimeError"
+    long = error_text(ValueError("x" * 10_000))
+    assert len(long) == ERROR_LENGTH and long.endswith("...")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b'{"jobId": "i", "entries": [[1, 2, "m", 3, "failed", 1, "scheduled", 7]]}',
+        b'{"jobId": "i", "entries": [[1, 2, "m", 3, "failed", 1]]}',
+    ],
+)
+def test_bad_history_entries(value: bytes) -> None:
+    with pytest.raises(BadEntryError, match="entries"):
+        decode_history(b"k", value)
+
+
+async def test_a_final_error_fails_at_once_and_others_do_not() -> None:
+    from etcdcron.dispatch import FinalError, TriggerFailed, attempt
+
+    async def refuse(_: object) -> None:
+        raise FinalError("422 Unprocessable Entity")
+
+    async def fail(_: object) -> None:
+        raise TriggerFailed("503")
+
+    firing: Any = None
+    assert (await attempt(firing, refuse)).final
+    assert not (await attempt(firing, fail)).final
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,8 @@
 """Where a committed firing goes. A trigger is any ``async def trigger(firing)`` that returns None (or
 ``TriggerResult.SUCCESS``) on success, ``TriggerResult.FAILED`` (or raises) on failure, and
 ``TriggerResult.UNDELIVERABLE`` when no consumer can take it now (the firing is parked until one registers).
+A trigger that knows a retry cannot succeed (the request itself is wrong) raises ``FinalError``: the firing
+fails at once, whatever the failure policy.
 
 Retries and acknowledgement belong to the pool (pool/deliveries.py): they are persisted in etcd so a
 takeover goes on where the member that died left off.
@@ -28,6 +30,11 @@ class TriggerFailed(Exception):
     """A trigger answered ``TriggerResult.FAILED`` without raising."""
 
 
+class FinalError(Exception):
+    """Raised by a trigger when the same delivery can never succeed (the Kubernetes API server refuses the
+    object with a 4xx): the firing fails now, without the retries of its failure policy."""
+
+
 async def call_handler(handler: ErrorHandler | None, job: Job | None, error: Exception) -> None:
     """Call a sync or async error handler; a failing handler is logged, never propagated."""
     if handler is None:
@@ -44,6 +51,11 @@ async def call_handler(handler: ErrorHandler | None, job: Job | None, error: Exc
 class Attempt:
     result: TriggerResult
     error: Exception | None = None
+
+    @property
+    def final(self) -> bool:
+        """A failure no retry can fix (the trigger raised ``FinalError``)."""
+        return isinstance(self.error, FinalError)
 
 
 async def attempt(firing: Firing, trigger: Trigger) -> Attempt:

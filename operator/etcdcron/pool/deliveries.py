@@ -24,7 +24,7 @@ from typing import Any
 
 from etcdcron import metrics
 from etcdcron.dispatch import Attempt, ErrorHandler, Trigger, attempt, call_handler, start_attempt
-from etcdcron.firing import Firing, HistoryEntry, InFlight, from_ms, to_ms
+from etcdcron.firing import Firing, HistoryEntry, InFlight, error_text, from_ms, to_ms
 from etcdcron.policy import Delivery, Overlap, TriggerResult
 from etcdcron.pool.settlements import Settlements
 
@@ -265,14 +265,14 @@ class Deliveries:
                 self._history(h, "undeliverable", attempts, now)
                 self.park(h)
                 return
-            delay = policy.delay(attempts)
+            delay = None if outcome.final else policy.delay(attempts)
             if delay is None:
                 metrics.DISPATCH_ERRORS.inc()
                 log.error(
                     "job %s: trigger failed for %s (attempt %d): %s", h.name, key, attempts, outcome.error
                 )
                 await call_handler(self.on_error, job, outcome.error or RuntimeError("trigger failed"))
-                self._settle(h, "failed", attempts, now)
+                self._settle(h, "failed", attempts, now, error_text(outcome.error))
                 return
             log.warning(
                 "job %s: trigger failed for %s (attempt %d, next in %s): %s",
@@ -295,14 +295,16 @@ class Deliveries:
         self.settlements.put(h.partition, h.inflight_key, h.record.to_json(), lease)
         h.stored = True
 
-    def _settle(self, h: Handoff, result: str, attempts: int, fired_ms: int) -> None:
+    def _settle(self, h: Handoff, result: str, attempts: int, fired_ms: int, error: str = "") -> None:
         if h.stored:
             self.settlements.delete(h.partition, h.inflight_key)
-        self._history(h, result, attempts, fired_ms)
+        self._history(h, result, attempts, fired_ms, error)
 
-    def _history(self, h: Handoff, result: str, attempts: int, fired_ms: int) -> None:
+    def _history(self, h: Handoff, result: str, attempts: int, fired_ms: int, error: str = "") -> None:
         f = h.firing
-        entry = HistoryEntry(to_ms(f.scheduled), fired_ms, self.member_id, f.run, result, attempts, f.kind)
+        entry = HistoryEntry(
+            to_ms(f.scheduled), fired_ms, self.member_id, f.run, result, attempts, f.kind, error
+        )
         self.settlements.record(h.partition, h.spec_key, f.job.id, f.job.lease, entry)
 
     async def drain(self, grace: float) -> int:
