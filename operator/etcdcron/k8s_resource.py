@@ -5,6 +5,7 @@ tick's Event or Job is named. Pure; both layers import it, neither imports the o
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,6 +22,10 @@ ANNOTATION_SCHEDULED = "etcdcron.io/scheduled-time"
 ANNOTATION_RUN = "etcdcron.io/run"
 ANNOTATION_TYPE = "etcdcron.io/type"
 ANNOTATION_PAYLOAD = "etcdcron.io/payload"
+ANNOTATION_KIND = "etcdcron.io/kind"  # on a run-now or backfill firing's object: manual | backfill
+ANNOTATION_TRIGGER = "etcdcron.io/trigger"  # on a resource: run now, once per value (the request token)
+ANNOTATION_TRIGGER_PAYLOAD = "etcdcron.io/trigger-payload"  # that run's payload instead of spec.payload
+ANNOTATION_BACKFILL = "etcdcron.io/backfill"  # on a resource: <from>/<to>, fire every tick between once
 REPORTING_COMPONENT = "etcdcron.io/operator"
 EVENT_SOURCE = "etcdcron-operator"
 
@@ -51,6 +56,23 @@ class Envelope:
 def dispatched_name(resource: str, scheduled: datetime) -> str:
     """The Event or Job of one tick, named from the firing's identity so a retry finds it already there."""
     return f"{resource}-{int(scheduled.timestamp())}"
+
+
+def manual_name(resource: str, uid: str, token: str) -> str:
+    """The Event or Job of a run-now request: ``m`` and 9 hex digits of the resource's uid and the token,
+    so it fits where a tick's 10 digits do and never equals a tick's name."""
+    return f"{resource}-m{hashlib.sha256(f'{uid}/{token}'.encode()).hexdigest()[:9]}"
+
+
+def backfill_name(resource: str, scheduled: datetime) -> str:
+    """The Event or Job of a backfilled tick: ``b`` and the tick's unix seconds in base 36 (one object per
+    tick however many backfills cover it, apart from the one the tick made when it came due)."""
+    seconds, digits = int(scheduled.timestamp()), ""
+    while True:
+        seconds, digit = divmod(seconds, 36)
+        digits = "0123456789abcdefghijklmnopqrstuvwxyz"[digit] + digits
+        if not seconds:
+            return f"{resource}-b{digits}"
 
 
 def api_error(error: Any) -> str:

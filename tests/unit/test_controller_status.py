@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 
 from etcdcron.controller.resource import job_from_resource
-from etcdcron.controller.status import Observed, desired_status, next_tick, status_patch, urgent
+from etcdcron.controller.status import RECENT, Observed, desired_status, next_tick, status_patch, urgent
 from etcdcron.errors import ValidationError
-from etcdcron.firing import Cursor, to_ms
-from etcdcron.job import StoredJob
+from etcdcron.firing import Cursor, HistoryEntry, from_ms, to_ms
+from etcdcron.job import StoredJob, format_time
 
 NOW = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC)
 EVERY = timedelta(seconds=5)
@@ -172,3 +172,101 @@ def test_a_job_the_api_server_refused_at_a_tick_makes_ready_false() -> None:
         "JobCreateFailed",
         "creating a Job failed: 403",
     )
+
+
+def entry(
+    second: int, result: str, error: str = "", attempts: int = 1, kind: str = "scheduled"
+) -> HistoryEntry:
+    tick = to_ms(NOW) + second * 1000
+    run = 0 if kind != "scheduled" else second
+    return HistoryEntry(tick, tick + 5, "op-a", run, result, attempts, kind, error)
+
+
+REFUSED = "the API server refused the Job: 403 Forbidden: Jobs are frozen here"
+
+
+@pytest.mark.parametrize(
+    ("history", "failure"),
+    [
+        ((), None),
+        ((entry(1, "success"),), None),
+        ((entry(1, "failed", REFUSED),), f"{REFUSED} (1 attempt)"),
+        ((entry(1, "success"), entry(2, "failed", "503", 4)), "503 (4 attempts)"),
+        ((entry(1, "failed", REFUSED), entry(2, "success")), None),  # a later success clears it
+        ((entry(1, "failed", REFUSED), entry(2, "undeliverable")), f"{REFUSED} (1 attempt)"),
+        ((entry(1, "failed"),), "the trigger failed (1 attempt)"),
+    ],
+)
+def test_the_latest_settled_firing_says_whether_delivery_fails(
+    history: tuple[HistoryEntry, ...], failure: str | None
+) -> None:
+    body = resource(target={"job": {"template": {"spec": {}}}})
+    status = status_of(body, Observed(stored_of(body), Cursor("id"), 2, history=history))
+    ready = conds(status)["Ready"]
+    if failure is None:
+        assert status["dispatchFailure"] is None and ready["status"] == "True"
+        return
+    failed = history[-1] if history[-1].result == "failed" else history[-2]
+    assert status["dispatchFailure"] == {
+        "reason": "JobCreateFailed",
+        "message": failure,
+        "scheduledTime": format_time(from_ms(failed.scheduled_ms)),
+        "time": format_time(from_ms(failed.fired_ms)),
+        "attempts": failed.attempts,
+    }
+    assert (ready["status"], ready["reason"], ready["message"]) == ("False", "JobCreateFailed", failure)
+
+
+def test_an_event_target_fails_as_event_create_failed() -> None:
+    body = resource()
+    status = status_of(body, Observed(stored_of(body), Cursor("id"), 2, history=(entry(1, "failed", "500"),)))
+    assert conds(status)["Ready"]["reason"] == status["dispatchFailure"]["reason"] == "EventCreateFailed"
+
+
+def test_recent_shows_the_last_five_settled_firings_oldest_first() -> None:
+    body = resource()
+    history = (*tuple(entry(i, "success") for i in range(1, 8)), entry(9, "failed", "boom", 2, "manual"))
+    status = status_of(body, Observed(stored_of(body), Cursor("id"), 2, history=history))
+    assert len(status["recent"]) == RECENT == 5
+    assert [r["run"] for r in status["recent"]] == [4, 5, 6, 7, 0]
+    assert status["recent"][-1] == {
+        "scheduled": "2026-11-28T12:00:09.000Z",
+        "fired": "2026-11-28T12:00:09.005Z",
+        "member": "op-a",
+        "run": 0,
+        "result": "failed",
+        "attempts": 2,
+        "kind": "manual",
+        "error": "boom",
+    }
+    assert "error" not in status["recent"][0]
+
+
+def test_without_a_history_read_recent_and_failure_stay_as_shown() -> None:
+    body = resource()
+    body["status"] = {
+        "recent": [{"run": 1}],
+        "dispatchFailure": {"reason": "JobCreateFailed", "message": "x"},
+    }
+    status = status_of(body, Observed(None, None, etcd_error="down"))
+    assert "recent" not in status and "dispatchFailure" not in status
+    assert conds(status)["Ready"]["reason"] == "EtcdUnavailable"
+    patch = status_patch(body["status"], status)
+    assert "recent" not in patch and "dispatchFailure" not in patch
+
+
+def test_a_failure_is_urgent_when_it_appears_clears_or_changes_cause_not_per_tick() -> None:
+    first = {"reason": "JobCreateFailed", "message": "403 (1 attempt)", "scheduledTime": "a", "time": "a"}
+    again = {**first, "scheduledTime": "b", "time": "b"}
+    other = {**first, "message": "500 (4 attempts)"}
+    assert urgent({}, {"dispatchFailure": first}, NOW)
+    assert not urgent({"dispatchFailure": first}, {"dispatchFailure": again, "recent": []}, NOW)
+    assert urgent({"dispatchFailure": first}, {"dispatchFailure": other}, NOW)
+    assert urgent({"dispatchFailure": first}, {"dispatchFailure": None}, NOW)
+
+
+def test_an_entry_etcd_cannot_decode_makes_ready_false_naming_it() -> None:
+    body = resource()
+    bad = "bad entry /operator/cursors/0042/team-a/report: not JSON"
+    ready = conds(status_of(body, Observed(None, None, bad_entry=bad)))["Ready"]
+    assert (ready["status"], ready["reason"], ready["message"]) == ("False", "BadEtcdEntry", bad)

@@ -18,16 +18,18 @@ import kopf
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
+from etcdcron.controller import requests, webhook
 from etcdcron.controller import settings as kopf_settings
 from etcdcron.controller.credentials import connection_info
 from etcdcron.controller.mirror import ConflictError, NotLeaderError
 from etcdcron.controller.reconcile import Context, reconcile
 from etcdcron.controller.resource import expires_at, parse_time, utcnow
 from etcdcron.controller.status import Observed, desired_status, status_patch, urgent
+from etcdcron.decode import BadEntryError
 from etcdcron.dispatch.k8s_objects import record_warning
 from etcdcron.errors import EtcdCronError, EtcdUnavailableError
 from etcdcron.firing import to_ms
-from etcdcron.k8s_resource import GROUP, PLURAL, VERSION, api_error
+from etcdcron.k8s_resource import ANNOTATION_BACKFILL, ANNOTATION_TRIGGER, GROUP, PLURAL, VERSION, api_error
 
 log = logging.getLogger(__name__)
 registry = kopf.OperatorRegistry()
@@ -56,7 +58,7 @@ def _plain(body: Any) -> dict[str, Any]:
     return copy.deepcopy(dict(body))
 
 
-WARN_ON = frozenset({"InvalidSpec", "JobRejected", "NeverFires"})
+WARN_ON = frozenset({"InvalidSpec", "JobRejected", "NeverFires", "BadEtcdEntry"})
 
 
 def _ready(status: dict[str, Any]) -> dict[str, Any]:
@@ -81,11 +83,18 @@ async def _warn_on_change(body: Any, before: dict[str, Any], after: dict[str, An
 
 async def _observe(body: dict[str, Any], context: Context) -> Observed | None:
     """What to write status from; None when this replica must not write (no longer the leader: kopf is
-    about to stop here) or etcd kept moving under the write (try again shortly)."""
+    about to stop here) or etcd kept moving under the write (try again shortly). An entry in etcd that
+    cannot be decoded is shown (Ready False, ``BadEtcdEntry``, naming its key), logged once, never written
+    over: whoever fixes or deletes it makes the next look mirror the resource again."""
     try:
         return await reconcile(body, context)
     except EtcdUnavailableError as e:
         return Observed(None, None, etcd_error=str(e))
+    except BadEntryError as e:
+        if context.report_once(str(e)):
+            meta = body["metadata"]
+            log.error("%s/%s: not mirrored: %s", meta["namespace"], meta["name"], e)
+        return Observed(None, None, bad_entry=str(e))
     except (NotLeaderError, ConflictError) as e:
         log.info("%s/%s: not written now: %s", body["metadata"]["namespace"], body["metadata"]["name"], e)
         return None
@@ -107,11 +116,34 @@ async def mirror(body: kopf.Body, patch: kopf.Patch, memo: Any, **_: Any) -> Non
     status, _wake = desired_status(plain, observed, utcnow(), STATUS_INTERVAL)
     for key, value in status_patch(before, status).items():
         patch.status[key] = value
-    if before.get("dispatchFailure"):
-        patch.status["dispatchFailure"] = None  # a new spec: the next tick says whether it still fails
     await _warn_on_change(plain, before, status, _ctx(memo))
     if observed.etcd_error is not None:
         raise kopf.TemporaryError(f"etcd unavailable: {observed.etcd_error}", delay=2)
+
+
+async def _request(body: kopf.Body, memo: Any, parse: requests.Parse) -> None:
+    try:
+        await requests.submit(_plain(body), _ctx(memo), parse)
+    except (requests.NotInEtcdYet, EtcdUnavailableError) as e:
+        raise kopf.TemporaryError(str(e), delay=2) from None
+
+
+# After ``mirror`` (kopf runs a cause's handlers in this order), so a resource created with the annotation
+# is in etcd when its request is made. A value already requested is not requested again (requests.py).
+@kopf.on.field(
+    *RESOURCE, id="trigger", registry=registry, field=("metadata", "annotations", ANNOTATION_TRIGGER)
+)
+async def trigger(body: kopf.Body, memo: Any, **_: Any) -> None:
+    """``kubectl annotate dcj X etcdcron.io/trigger=<token>``: fire once now for that token."""
+    await _request(body, memo, requests.trigger_request)
+
+
+@kopf.on.field(
+    *RESOURCE, id="backfill", registry=registry, field=("metadata", "annotations", ANNOTATION_BACKFILL)
+)
+async def backfill(body: kopf.Body, memo: Any, **_: Any) -> None:
+    """``kubectl annotate dcj X etcdcron.io/backfill=<from>/<to>``: fire every tick in between once."""
+    await _request(body, memo, requests.backfill_request)
 
 
 @kopf.on.delete(*RESOURCE, id="unmirror", registry=registry)

@@ -7,7 +7,12 @@ firing commit landing in between makes it read again rather than overwrite the r
 
 Besides the job spec and cursor, a resource has a *record* (``Keys.resource``): the uid and generation last
 mirrored, so an older generation never replaces a newer one even while no spec is stored (suspended,
-complete, invalid).
+complete, invalid). The job's history (written by the members) is read with them, for status only.
+
+A spec, cursor or record that cannot be decoded raises ``BadEntryError`` from ``read`` (nothing is written
+over it: the reconciler reports it); a bad history does not (the next settled firing rewrites it), it is
+carried in ``Snapshot.bad_history``. ``remove`` decodes nothing, so a resource is deleted whatever etcd
+holds for it.
 """
 
 from __future__ import annotations
@@ -21,10 +26,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from etcdcron import etcd
-from etcdcron.decode import BadEntryError, decode_cursor, decode_spec
+from etcdcron.decode import BadEntryError, decode_cursor, decode_history, decode_spec
 from etcdcron.errors import EtcdCronError
 from etcdcron.etcd import EtcdClient, KeyValue
-from etcdcron.firing import Cursor
+from etcdcron.firing import Cursor, HistoryEntry
 from etcdcron.job import Job, StoredJob
 from etcdcron.keys import Keys, range_end
 
@@ -80,14 +85,38 @@ class Snapshot:
     cursor_revision: int = 0
     record_revision: int = 0
     lease: int = 0  # the TTL lease of the stored spec or cursor, revoked when replaced
+    history: tuple[str, tuple[HistoryEntry, ...]] | None = None  # (job id, settled firings) as stored
+    bad_history: str | None = None  # the history cannot be decoded: why (BadEntryError's text)
 
 
-def snapshot_of(spec: KeyValue | None, cursor: KeyValue | None, record: KeyValue | None) -> Snapshot:
+def snapshot_of(
+    spec: KeyValue | None,
+    cursor: KeyValue | None,
+    record: KeyValue | None,
+    history: KeyValue | None = None,
+) -> Snapshot:
     stored = decode_spec(spec.key, spec.value) if spec is not None else None
+    past, bad = None, None
+    if history is not None:
+        try:
+            job_id, entries = decode_history(history.key, history.value)
+            past = (job_id, tuple(entries))
+        except BadEntryError as e:
+            bad = str(e)
     return Snapshot(
         stored,
         decode_cursor(cursor.key, cursor.value) if cursor is not None else None,
         Record.decode(record.key, record.value) if record is not None else None,
+        *_revisions(spec, cursor, record),
+        past,
+        bad,
+    )
+
+
+def _revisions(
+    spec: KeyValue | None, cursor: KeyValue | None, record: KeyValue | None
+) -> tuple[int, int, int, int]:
+    return (
         spec.mod_revision if spec is not None else 0,
         cursor.mod_revision if cursor is not None else 0,
         record.mod_revision if record is not None else 0,
@@ -113,13 +142,21 @@ class Mirror:
             raise NotLeaderError("not the leader")
         return etcd.create_revision_is(self.keys.leader("reconciler"), fence)
 
-    async def read(self, namespace: str, name: str) -> Snapshot:
+    async def _read(self, namespace: str, name: str) -> list[KeyValue | None]:
         spec_key, cursor_key, record_key = self._keys(namespace, name)
-        response = await self.client.txn([], [etcd.get(spec_key), etcd.get(cursor_key), etcd.get(record_key)])
-        spec, cursor, record = (
-            (r.response_range.kvs[0] if r.response_range.kvs else None) for r in response.responses
-        )
-        return snapshot_of(spec, cursor, record)
+        history_key = self.keys.history(self.keys.ref(namespace, name))
+        keys = (spec_key, cursor_key, record_key, history_key)
+        response = await self.client.txn([], [etcd.get(key) for key in keys])
+        return [r.response_range.kvs[0] if r.response_range.kvs else None for r in response.responses]
+
+    async def read(self, namespace: str, name: str) -> Snapshot:
+        """What etcd holds for the resource; raises ``BadEntryError`` for an entry that cannot be used."""
+        return snapshot_of(*await self._read(namespace, name))
+
+    async def revisions(self, namespace: str, name: str) -> Snapshot:
+        """Only the revisions and lease a write compares (nothing decoded)."""
+        spec, cursor, record, _ = await self._read(namespace, name)
+        return Snapshot(None, None, None, *_revisions(spec, cursor, record))
 
     async def _commit(self, seen: Snapshot, namespace: str, name: str, ops: list[etcd.RequestOp]) -> None:
         spec_key, cursor_key, record_key = self._keys(namespace, name)
@@ -175,12 +212,23 @@ class Mirror:
         await self._commit(dataclasses.replace(seen, lease=0), namespace, name, ops)
 
     async def remove(self, namespace: str, name: str) -> None:
-        """The resource is gone: delete its job, cursor and record."""
+        """The resource is gone: delete its job, cursor and record, and its history, unsettled firings and
+        run-now and backfill requests (a resource re-created under the name starts afresh: its tokens too).
+        Nothing is decoded: an entry that cannot be read never keeps a resource from being deleted."""
         spec_key, cursor_key, record_key = self._keys(namespace, name)
-        ops = [etcd.delete(spec_key), etcd.delete(cursor_key), etcd.delete(record_key)]
+        ref = self.keys.ref(namespace, name)
+        inflight, requests = self.keys.inflight_of_job(ref), self.keys.requests_of_job(ref)
+        ops = [
+            etcd.delete(spec_key),
+            etcd.delete(cursor_key),
+            etcd.delete(record_key),
+            etcd.delete(self.keys.history(ref)),
+            etcd.delete(inflight, range_end(inflight)),
+            etcd.delete(requests, range_end(requests)),
+        ]
         for attempt in range(5):
             try:
-                return await self._commit(await self.read(namespace, name), namespace, name, ops)
+                return await self._commit(await self.revisions(namespace, name), namespace, name, ops)
             except ConflictError:
                 if attempt == 4:
                     raise  # a firing commit landed between each read and write: kopf retries the handler

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -12,11 +12,11 @@ from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
 from etcdcron.controller.decide import Action, Decision, decide, own_state
-from etcdcron.controller.mirror import ConflictError, Mirror
+from etcdcron.controller.mirror import ConflictError, Mirror, Snapshot
 from etcdcron.controller.resource import utcnow
 from etcdcron.controller.status import Observed
 from etcdcron.dispatch.k8s_objects import job_body
-from etcdcron.firing import Firing
+from etcdcron.firing import Firing, HistoryEntry
 from etcdcron.job import Job, StoredJob
 from etcdcron.k8s_resource import Envelope, api_error
 
@@ -30,6 +30,16 @@ class Context:
 
     mirror: Mirror
     api: k8s.ApiClient
+    reported: set[str] = field(default_factory=set)  # problems logged already (each is logged once)
+
+    def report_once(self, problem: str) -> bool:
+        """True the first time ``problem`` is seen (bounded: a flood of distinct ones is still logged)."""
+        if problem in self.reported:
+            return False
+        if len(self.reported) >= 10_000:
+            self.reported.clear()
+        self.reported.add(problem)
+        return True
 
 
 async def reconcile(body: dict[str, Any], context: Context) -> Observed:
@@ -71,8 +81,20 @@ async def reconcile(body: dict[str, Any], context: Context) -> Observed:
             mirrored,
             invalid=decision.invalid,
             rejected=decision.rejected or None,
+            history=history_of(body, snap, stored),
+            bad_entry=snap.bad_history,
         )
     raise ConflictError(f"{namespace}/{name}: etcd kept changing while being mirrored")
+
+
+def history_of(body: dict[str, Any], snap: Snapshot, stored: StoredJob | None) -> tuple[HistoryEntry, ...]:
+    """The settled firings of the resource's current job version (a new version starts a new history, as
+    ``etcdcron history`` shows it); none for another resource's leftovers."""
+    record = snap.record if snap.record is not None and snap.record.uid == body["metadata"]["uid"] else None
+    job_id = stored.id if stored is not None else record.job_id if record is not None else ""
+    if snap.history is None or not job_id or snap.history[0] != job_id:
+        return ()
+    return snap.history[1]
 
 
 def _gen(body: dict[str, Any]) -> int:

@@ -27,7 +27,6 @@ from etcdcron.controller.webhook_config import Keeper
 from etcdcron.dispatch.kubernetes import KubernetesDispatcher
 from etcdcron.errors import EtcdCronError, EtcdUnavailableError
 from etcdcron.etcd import EtcdClient
-from etcdcron.job import Job
 from etcdcron.keys import Keys
 from etcdcron.pool import Member
 from etcdcron.settings import PoolSettings
@@ -146,11 +145,8 @@ async def run_operator(settings: OperatorSettings, stop: asyncio.Event) -> None:
     client = pool.client()
     keys = pool.keys
 
-    async def on_error(job: Job | None, error: Exception) -> None:
-        name = f"{job.namespace}/{job.name}" if job else "?"
-        log.error("dispatch of %s failed: %s", name, error)
-
-    member = pool.member(client, KubernetesDispatcher(api, settings.member_id), on_error=on_error)
+    dispatcher = KubernetesDispatcher(api, settings.member_id)
+    member = pool.member(client, dispatcher, on_error=dispatcher.on_error)
     election = LeaderElection(client, keys, member.membership, "reconciler")
     readiness = Readiness(member, client, keys, election, webhook=hook)
     health = None

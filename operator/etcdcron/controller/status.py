@@ -2,8 +2,11 @@
 
 Honest by construction: run counts and the last tick come from the cursor (the final cursor stays when a
 job completes, so a completed resource shows its last run); counts never go down; ``nextScheduleTime`` is
-never in the past when written. Writes are coalesced (at most one per ``interval`` while only counters
-move); a change of meaning (a condition, the generation, a NEXT that passed) is written at once.
+never in the past when written. The recent firings and whether the latest one failed come from the job's
+history in etcd, written by whichever member settled each firing, so a success dispatched by any member
+clears a failure another one recorded. Writes are coalesced (at most one per ``interval`` while only
+counters move); a change of meaning (a condition, the generation, a NEXT that passed, a failure that
+appears, clears or changes cause) is written at once.
 """
 
 from __future__ import annotations
@@ -14,14 +17,24 @@ from typing import Any
 
 from etcdcron.controller.resource import expires_at
 from etcdcron.errors import ValidationError
-from etcdcron.firing import Cursor, first_after_ms, from_ms, next_tick_ms, to_ms
+from etcdcron.firing import Cursor, HistoryEntry, first_after_ms, from_ms, next_tick_ms, to_ms
 from etcdcron.job import StoredJob, format_time
 from etcdcron.k8s_resource import dispatched_name
 
 LEAD = timedelta(seconds=2)
 """NEXT is at least this far ahead when written, and rewritten this long before it comes."""
+RECENT = 5
+"""Settled firings shown in ``status.recent``."""
 COUNTERS = frozenset(
-    {"runCount", "missedRuns", "remainingRuns", "lastScheduleTime", "lastDispatched", "nextScheduleTime"}
+    {
+        "runCount",
+        "missedRuns",
+        "remainingRuns",
+        "lastScheduleTime",
+        "lastDispatched",
+        "nextScheduleTime",
+        "recent",
+    }
 )
 
 
@@ -35,6 +48,8 @@ class Observed:
     invalid: ValidationError | None = None
     etcd_error: str | None = None
     rejected: str | None = None  # the API server refused the Job template (dry run)
+    history: tuple[HistoryEntry, ...] | None = None  # settled firings of this version (None: not read)
+    bad_entry: str | None = None  # an entry of this resource in etcd cannot be decoded: its key and why
 
 
 def condition(
@@ -131,7 +146,7 @@ def desired_status(
         last = from_ms(cursor.last_tick_ms)
         status["lastScheduleTime"] = format_time(last)
         status["lastDispatched"] = {
-            "kind": "Job" if "job" in (spec.get("target") or {}) else "Event",
+            "kind": _kind(spec),
             "name": dispatched_name(meta["name"], last),
             "scheduledTime": format_time(last),
         }
@@ -148,10 +163,39 @@ def desired_status(
         nxt, wake = (format_time(from_ms(ms)) if ms is not None else None), min(wake, look)
         never = _never_fires(observed.stored, cursor)
     status["nextScheduleTime"] = nxt
-    failure = str((old.get("dispatchFailure") or {}).get("message") or "")
+    if observed.history is not None:
+        status["recent"] = [entry.document() for entry in observed.history[-RECENT:]]
+        status["dispatchFailure"] = dispatch_failure(observed.history, _kind(spec))
+    failed = status.get("dispatchFailure", old.get("dispatchFailure")) or {}
+    failure = (str(failed.get("reason") or ""), str(failed.get("message") or ""))
     facts = _Facts(observed, suspended, complete, expired, expiry, runs, max_runs, nxt, never, failure)
     status["conditions"] = _conditions(facts, generation, now, old.get("conditions"))
     return status, wake
+
+
+def _kind(spec: dict[str, Any]) -> str:
+    return "Job" if "job" in (spec.get("target") or {}) else "Event"
+
+
+def dispatch_failure(history: tuple[HistoryEntry, ...], kind: str) -> dict[str, Any] | None:
+    """The latest failed firing (its failure policy gave up) unless a firing settled after it succeeded:
+    ``reason`` (``JobCreateFailed``/``EventCreateFailed``), ``message`` (the error, the same for every tick
+    that fails the same way, so the Ready condition and its Warning change only with the cause), and the
+    firing's ``scheduledTime``, ``time`` and ``attempts``."""
+    for entry in reversed(history):
+        if entry.result == "success":
+            return None
+        if entry.result == "failed":
+            tries = f"{entry.attempts} attempt" + ("s" if entry.attempts != 1 else "")
+            error = entry.error or "the trigger failed"
+            return {
+                "reason": f"{kind}CreateFailed",
+                "message": f"{error} ({tries})",
+                "scheduledTime": format_time(from_ms(entry.scheduled_ms)),
+                "time": format_time(from_ms(entry.fired_ms)),
+                "attempts": entry.attempts,
+            }
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +209,7 @@ class _Facts:
     max_runs: int | None
     nxt: str | None
     never: str | None
-    dispatch_failure: str = ""  # the API server refused the latest tick's Job (set by the dispatcher)
+    dispatch_failure: tuple[str, str] = ("", "")  # reason, message: the latest firing failed
 
 
 def _ready(f: _Facts) -> tuple[bool, str, str]:
@@ -176,8 +220,10 @@ def _ready(f: _Facts) -> tuple[bool, str, str]:
         return False, "JobRejected", f.observed.rejected
     if f.observed.etcd_error is not None:
         return False, "EtcdUnavailable", f.observed.etcd_error
-    if f.dispatch_failure:
-        return False, "JobCreateFailed", f.dispatch_failure
+    if f.observed.bad_entry is not None:
+        return False, "BadEtcdEntry", f.observed.bad_entry
+    if f.dispatch_failure[1]:
+        return False, f.dispatch_failure[0] or "JobCreateFailed", f.dispatch_failure[1]
     if f.suspended:
         return False, "Suspended", "spec.suspend is true"
     if f.complete:
@@ -231,7 +277,19 @@ def status_patch(current: dict[str, Any], desired: dict[str, Any]) -> dict[str, 
 def urgent(current: dict[str, Any], patch: dict[str, Any], now: datetime) -> bool:
     """Whether a patch changes what the resource means (write now) rather than only counters (coalesce);
     a NEXT that has come, or comes within ``LEAD``, would be a wrong value standing, so it is urgent too."""
-    if set(patch) - COUNTERS:
+    if set(patch) - COUNTERS - {"dispatchFailure"}:
+        return True
+    if "dispatchFailure" in patch and not _same_failure(
+        current.get("dispatchFailure"), patch["dispatchFailure"]
+    ):
         return True
     shown = current.get("nextScheduleTime")
     return shown is not None and "nextScheduleTime" in patch and str(shown) <= format_time(now + LEAD)
+
+
+def _same_failure(old: dict[str, Any] | None, new: dict[str, Any] | None) -> bool:
+    """Another tick failing the same way is a counter (coalesced); a failure that appears, clears or
+    changes cause is a change of meaning."""
+    if old is None or new is None:
+        return old is new
+    return (old.get("reason"), old.get("message")) == (new.get("reason"), new.get("message"))

@@ -14,12 +14,14 @@ from typing import Any
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
-from etcdcron.firing import Firing
+from etcdcron.firing import BACKFILL, MANUAL, Firing
 from etcdcron.job import format_time
 from etcdcron.k8s_resource import (
+    ANNOTATION_KIND,
     ANNOTATION_PAYLOAD,
     ANNOTATION_RUN,
     ANNOTATION_SCHEDULED,
+    ANNOTATION_TRIGGER,
     ANNOTATION_TYPE,
     API_VERSION,
     EVENT_SOURCE,
@@ -27,8 +29,42 @@ from etcdcron.k8s_resource import (
     LABEL_JOB,
     REPORTING_COMPONENT,
     Envelope,
+    backfill_name,
     dispatched_name,
+    manual_name,
 )
+
+
+def object_name(firing: Firing, uid: str) -> str:
+    """The Event or Job a firing creates: a tick's is named from its time, a run-now request's from its
+    token, a backfilled tick's from its time in another form (so it is not the tick's own)."""
+    job = firing.job.job
+    if firing.kind == MANUAL:
+        return manual_name(job.name, uid, firing.token)
+    if firing.kind == BACKFILL:
+        return backfill_name(job.name, firing.scheduled)
+    return dispatched_name(job.name, firing.scheduled)
+
+
+def payload_of(firing: Firing, envelope: Envelope) -> Any:
+    """The firing's payload: a run-now request's own (JSON, else its text) or spec.payload."""
+    raw = firing.payload_override
+    if raw is None:
+        return envelope.payload
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw.decode("utf-8", "replace")
+
+
+def describe(firing: Firing) -> str:
+    """What fired, for an Event's message."""
+    when = format_time(firing.scheduled)
+    if firing.kind == MANUAL:
+        return f"run now ({ANNOTATION_TRIGGER}={firing.token}) fired at {when}"
+    if firing.kind == BACKFILL:
+        return f"backfilled tick {when} fired"
+    return f"tick {when} fired (run {firing.run})"
 
 
 def _owner(name: str, uid: str) -> dict[str, Any]:
@@ -75,24 +111,29 @@ def event_body(firing: Firing, envelope: Envelope, member: str) -> dict[str, Any
         envelope.uid,
         member,
         metadata={
-            "name": dispatched_name(job.name, firing.scheduled),
+            "name": object_name(firing, envelope.uid),
             "namespace": job.namespace,
             "labels": {LABEL_JOB: job.name},
             "annotations": _annotations(firing, envelope),
         },
         reason=reason,
-        message=f"tick {format_time(firing.scheduled)} fired (run {firing.run})",
+        message=describe(firing),
         type="Normal",
     )
 
 
 def _annotations(firing: Firing, envelope: Envelope) -> dict[str, str]:
-    return {
+    notes = {
         ANNOTATION_SCHEDULED: format_time(firing.scheduled),
         ANNOTATION_RUN: str(firing.run),
         ANNOTATION_TYPE: firing.job.job.type,
-        ANNOTATION_PAYLOAD: json.dumps(envelope.payload, separators=(",", ":")),
+        ANNOTATION_PAYLOAD: json.dumps(payload_of(firing, envelope), separators=(",", ":")),
     }
+    if firing.kind != "scheduled":
+        notes[ANNOTATION_KIND] = firing.kind
+    if firing.kind == MANUAL:
+        notes[ANNOTATION_TRIGGER] = firing.token
+    return notes
 
 
 def job_body(firing: Firing, envelope: Envelope) -> dict[str, Any]:
@@ -106,9 +147,13 @@ def job_body(firing: Firing, envelope: Envelope) -> dict[str, Any]:
     env = [
         {"name": "ETCDCRON_JOB", "value": job.name},
         {"name": "ETCDCRON_TYPE", "value": job.type},
-        {"name": "ETCDCRON_PAYLOAD", "value": json.dumps(envelope.payload, separators=(",", ":"))},
+        {
+            "name": "ETCDCRON_PAYLOAD",
+            "value": json.dumps(payload_of(firing, envelope), separators=(",", ":")),
+        },
         {"name": "ETCDCRON_SCHEDULED_TIME", "value": format_time(firing.scheduled)},
         {"name": "ETCDCRON_RUN", "value": str(firing.run)},
+        {"name": "ETCDCRON_KIND", "value": firing.kind},
     ]
     pod_spec = spec.setdefault("template", {}).setdefault("spec", {})
     for container in pod_spec.get("containers", []) + pod_spec.get("initContainers", []):
@@ -120,7 +165,7 @@ def job_body(firing: Firing, envelope: Envelope) -> dict[str, Any]:
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
-            "name": dispatched_name(job.name, firing.scheduled),
+            "name": object_name(firing, envelope.uid),
             "namespace": job.namespace,
             "labels": labels,
             "annotations": annotations,

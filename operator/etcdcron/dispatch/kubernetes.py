@@ -4,6 +4,12 @@ The object is named from the firing's identity (resource, scheduled time), so a 
 over after a crash between commit and dispatch, finds it already there: every tick gives exactly one
 object. Tenancy: the namespace is the job's tenant, nothing else is ever written or read.
 
+A failure is the pool's to handle (pool/deliveries.py): a retryable one raises ``JobCreateError`` (retried
+by the job's failure policy), one the API server will refuse every time raises ``FinalError`` (not retried).
+Either way the firing is recorded as failed in the job's history, with the error, and the reconciler shows
+it in status (``dispatchFailure``, Ready False) until a later firing succeeds, whichever member fires it.
+``on_error`` records one Warning Event per distinct cause, counting the firings that failed so.
+
 The official ``kubernetes`` client is blocking: every call runs in a worker thread.
 """
 
@@ -17,19 +23,11 @@ from typing import Any
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
-from etcdcron.dispatch.k8s_objects import event_body, job_body, record_warning
+from etcdcron.dispatch import FinalError
+from etcdcron.dispatch.k8s_objects import event_body, job_body, object_name, record_warning
 from etcdcron.firing import Firing
-from etcdcron.job import format_time
-from etcdcron.k8s_resource import (
-    GROUP,
-    LABEL_JOB,
-    PLURAL,
-    VERSION,
-    Envelope,
-    api_detail,
-    api_error,
-    dispatched_name,
-)
+from etcdcron.job import Job, format_time
+from etcdcron.k8s_resource import LABEL_JOB, Envelope, api_error
 
 log = logging.getLogger(__name__)
 REPEAT_LOG_SECONDS = 60
@@ -37,6 +35,12 @@ REPEAT_LOG_SECONDS = 60
 
 class JobCreateError(Exception):
     """Creating a tick's Event or Job failed in a way a retry may fix (server error, throttling)."""
+
+
+def _cause(error: ApiException, name: str) -> str:
+    """The API server's words without the object's name, so every tick failing the same way says the
+    same (one Warning, one condition message, per cause)."""
+    return api_error(error).replace(f' "{name}"', "").replace(name, "<name>")
 
 
 def _final(error: ApiException) -> bool:
@@ -58,10 +62,8 @@ class KubernetesDispatcher:
     def __init__(self, api_client: k8s.ApiClient, member: str) -> None:
         self.core = k8s.CoreV1Api(api_client)
         self.batch = k8s.BatchV1Api(api_client)
-        self.custom = k8s.CustomObjectsApi(api_client)
         self.member = member
         self._logged: dict[tuple[str, str, str], float] = {}
-        self._failing: dict[str, tuple[str | None, float]] = {}  # resource uid -> failure shown, when
 
     async def __call__(self, firing: Firing) -> None:
         envelope = Envelope.from_bytes(firing.job.job.payload)
@@ -69,9 +71,28 @@ class KubernetesDispatcher:
         try:
             await asyncio.to_thread(create, firing, envelope)
         except ApiException as e:  # one line (the client's own text dumps every HTTP header)
-            raise JobCreateError(
-                f"{envelope.kind} of tick {format_time(firing.scheduled)}: {api_error(e)}"
-            ) from None
+            cause = _cause(e, object_name(firing, envelope.uid))
+            raise JobCreateError(f"creating the {envelope.kind} failed: {cause}") from None
+
+    async def on_error(self, job: Job | None, error: Exception) -> None:
+        """A firing failed for good (its failure policy gave up, or the API server refuses it): one Warning
+        Event per distinct cause on the resource, counting repeats, as Kubernetes aggregates them."""
+        if job is None:
+            log.error("dispatch failed: %s", error)
+            return
+        try:
+            envelope = Envelope.from_bytes(job.payload)
+        except (ValueError, KeyError, TypeError):
+            log.error("dispatch of %s/%s failed: %s", job.namespace, job.name, error)
+            return
+        message = str(error)
+        reason = f"{envelope.kind}CreateFailed"
+        args = (job.name, job.namespace, envelope.uid, self.member, reason, message, message)
+        try:
+            await asyncio.to_thread(record_warning, self.core, *args)
+        except ApiException as e:
+            self._log_once(job.namespace, job.name, f"could not record a Warning: {api_error(e)}")
+        self._log_once(job.namespace, job.name, message)
 
     def _create_event(self, firing: Firing, envelope: Envelope) -> None:
         body = event_body(firing, envelope, self.member)
@@ -85,14 +106,14 @@ class KubernetesDispatcher:
                 self._log_once(job.namespace, job.name, f"Event not created: {api_error(e)}")
                 return
             raise JobCreateError(
-                f"creating Event {body['metadata']['name']} failed: {api_error(e)}"
+                f"creating the Event failed: {_cause(e, body['metadata']['name'])}"
             ) from None
 
     def _create_job(self, firing: Firing, envelope: Envelope) -> None:
         spec = envelope.target.get("job") or {}
         policy = spec.get("concurrencyPolicy", "Allow")
         job = firing.job.job
-        name = dispatched_name(job.name, firing.scheduled)
+        name = object_name(firing, envelope.uid)
         selector = f"{LABEL_JOB}={job.name}"
         ours = [
             j
@@ -126,40 +147,11 @@ class KubernetesDispatcher:
         except ApiException as e:
             if e.status == 409:
                 pass  # this tick's Job exists already
-            elif _final(e):  # the request itself is wrong: retrying cannot help, say so once per cause
-                message = f"creating a Job failed: {api_error(e)}"
-                self._warn(firing, envelope, "JobCreateFailed", message, api_detail(e))
-                self._log_once(job.namespace, job.name, message)
-                self._report(firing, envelope, message)
-                return
+            elif _final(e):  # the request itself is wrong: retrying cannot help
+                raise FinalError(f"the API server refused the Job: {_cause(e, name)}") from None
             else:
-                raise JobCreateError(f"creating Job {name} failed: {api_error(e)}") from None
-        self._report(firing, envelope, None)
+                raise JobCreateError(f"creating the Job failed: {_cause(e, name)}") from None
         self._trim_history(job.namespace, ours, spec)
-
-    def _report(self, firing: Firing, envelope: Envelope, failure: str | None) -> None:
-        """Show a failure to create the tick's Job in the resource's status (its Ready condition says it)
-        and clear it at the next success: a status write when that changes (or, for a failure that goes
-        on, once a minute, in case a spec change cleared it), not per tick."""
-        shown, when = self._failing.get(envelope.uid, (None, 0.0))
-        if shown == failure and (failure is None or time.monotonic() - when < REPEAT_LOG_SECONDS):
-            return
-        job = firing.job.job
-        value = None
-        if failure is not None:
-            value = {"reason": "JobCreateFailed", "message": failure, "time": format_time(firing.fired)}
-        try:
-            self.custom.patch_namespaced_custom_object_status(
-                GROUP, VERSION, job.namespace, PLURAL, job.name, {"status": {"dispatchFailure": value}}
-            )
-        except ApiException as e:
-            if e.status != 404:
-                self._log_once(job.namespace, job.name, f"status not written: {api_error(e)}")
-            return
-        if failure is None:
-            self._failing.pop(envelope.uid, None)
-        else:
-            self._failing[envelope.uid] = (failure, time.monotonic())
 
     def _trim_history(self, namespace: str, jobs: list[Any], spec: dict[str, Any]) -> None:
         limits = {
