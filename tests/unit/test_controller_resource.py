@@ -61,6 +61,24 @@ def test_job_mirrors_every_field() -> None:
     assert envelope.kind == "Job"
 
 
+@pytest.mark.parametrize(
+    ("policy", "text"),
+    [
+        (None, "constant:1s:3"),
+        ({}, "constant:1s:3"),
+        ({"backoff": "Drop"}, "drop"),
+        ({"backoff": "Constant", "intervalSeconds": 5, "maxRetries": 10}, "constant:5s:10"),
+        (
+            {"backoff": "Exponential", "intervalSeconds": 2, "maxIntervalSeconds": 30, "maxRetries": 4},
+            "exponential:2s:30s:4",
+        ),
+    ],
+)
+def test_the_failure_policy_is_the_library_s(policy: dict[str, Any] | None, text: str) -> None:
+    spec = {} if policy is None else {"failurePolicy": policy}
+    assert job_from_resource(resource(**spec), NOW).failure_policy.text() == text
+
+
 def test_default_target_is_an_event() -> None:
     assert Envelope.from_bytes(job_from_resource(resource(), NOW).payload).kind == "Event"
 
@@ -71,6 +89,12 @@ def test_default_target_is_an_event() -> None:
         ({"schedule": "61 * * * *"}, "spec.schedule"),
         ({"timeZone": "No/Where"}, "spec.timeZone"),
         ({"startTime": "soon"}, "spec.startTime"),
+        ({"failurePolicy": {"backoff": "Sometimes"}}, "spec.failurePolicy"),
+        ({"failurePolicy": {"maxRetries": 101}}, "spec.failurePolicy"),
+        (
+            {"failurePolicy": {"backoff": "Exponential", "intervalSeconds": 10, "maxIntervalSeconds": 5}},
+            "spec.failurePolicy",
+        ),
     ],
 )
 def test_invalid_spec_names_the_resource_field(spec: dict[str, Any], field: str) -> None:

@@ -29,7 +29,7 @@ from etcdcron.decode import BadEntryError
 from etcdcron.dispatch.k8s_objects import record_warning
 from etcdcron.errors import EtcdCronError, EtcdUnavailableError
 from etcdcron.firing import to_ms
-from etcdcron.k8s_resource import ANNOTATION_BACKFILL, ANNOTATION_TRIGGER, GROUP, PLURAL, VERSION, api_error
+from etcdcron.k8s_resource import GROUP, PLURAL, VERSION, api_error
 
 log = logging.getLogger(__name__)
 registry = kopf.OperatorRegistry()
@@ -121,29 +121,14 @@ async def mirror(body: kopf.Body, patch: kopf.Patch, memo: Any, **_: Any) -> Non
         raise kopf.TemporaryError(f"etcd unavailable: {observed.etcd_error}", delay=2)
 
 
-async def _request(body: kopf.Body, memo: Any, parse: requests.Parse) -> None:
-    try:
-        await requests.submit(_plain(body), _ctx(memo), parse)
-    except (requests.NotInEtcdYet, EtcdUnavailableError) as e:
-        raise kopf.TemporaryError(str(e), delay=2) from None
-
-
-# After ``mirror`` (kopf runs a cause's handlers in this order), so a resource created with the annotation
-# is in etcd when its request is made. A value already requested is not requested again (requests.py).
-@kopf.on.field(
-    *RESOURCE, id="trigger", registry=registry, field=("metadata", "annotations", ANNOTATION_TRIGGER)
-)
-async def trigger(body: kopf.Body, memo: Any, **_: Any) -> None:
-    """``kubectl annotate dcj X etcdcron.io/trigger=<token>``: fire once now for that token."""
-    await _request(body, memo, requests.trigger_request)
-
-
-@kopf.on.field(
-    *RESOURCE, id="backfill", registry=registry, field=("metadata", "annotations", ANNOTATION_BACKFILL)
-)
-async def backfill(body: kopf.Body, memo: Any, **_: Any) -> None:
-    """``kubectl annotate dcj X etcdcron.io/backfill=<from>/<to>``: fire every tick in between once."""
-    await _request(body, memo, requests.backfill_request)
+@kopf.on.event(*RESOURCE, id="requests", registry=registry)
+async def run_requests(event: Any, body: kopf.Body, memo: Any, **_: Any) -> None:
+    """``kubectl annotate dcj X etcdcron.io/trigger=<token>`` (fire once now for that token) and
+    ``etcdcron.io/backfill=<from>/<to>`` (fire every tick in between once): see requests.py."""
+    if event.get("type") == "DELETED":
+        requests.forget(_plain(body), _ctx(memo))
+        return
+    await requests.serve(_plain(body), _ctx(memo))
 
 
 @kopf.on.delete(*RESOURCE, id="unmirror", registry=registry)

@@ -31,6 +31,7 @@ class Context:
     mirror: Mirror
     api: k8s.ApiClient
     reported: set[str] = field(default_factory=set)  # problems logged already (each is logged once)
+    requested: dict[str, str] = field(default_factory=dict)  # "<uid>/<annotation>" -> the value served
 
     def report_once(self, problem: str) -> bool:
         """True the first time ``problem`` is seen (bounded: a flood of distinct ones is still logged)."""

@@ -3,7 +3,11 @@ a DistributedCronJob become the library's run-now and backfill requests (``runs.
 
 The request's key in etcd is named by the token (or the range), so a value fires once however often it is
 applied, and whatever restarts or changes leader meanwhile: a handler that runs again finds it requested.
-Parsing is pure (table-tested); ``submit`` talks to etcd and records a Warning for a value it cannot take.
+``serve`` looks at every watch event of a resource (kopf leaves annotations under its own storage prefix,
+``etcdcron.io/``, out of the diffs its change handlers see) and asks etcd only for a value it has not
+served yet in this reconciler's life: a new leader asks once more per annotated resource, and etcd says
+"requested before". Parsing is pure (table-tested); ``submit`` talks to etcd and records a Warning for a
+value it cannot take.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from etcdcron.controller.reconcile import Context
 from etcdcron.controller.resource import PAYLOAD_LIMIT
 from etcdcron.dispatch.k8s_objects import record_warning
 from etcdcron.durations import parse_instant
-from etcdcron.errors import JobNotFoundError, ValidationError
+from etcdcron.errors import EtcdUnavailableError, JobNotFoundError, ValidationError
 from etcdcron.k8s_resource import (
     ANNOTATION_BACKFILL,
     ANNOTATION_TRIGGER,
@@ -121,6 +125,47 @@ def not_firing(body: dict[str, Any]) -> str | None:
 
 
 Parse = Callable[[dict[str, str]], Request | None]
+PARSERS: tuple[tuple[str, Parse], ...] = (
+    (ANNOTATION_TRIGGER, trigger_request),
+    (ANNOTATION_BACKFILL, backfill_request),
+)
+RETRY_DELAYS = (1, 2, 2, 5, 5, 10, 10)
+"""Waits while the resource's job is not in etcd yet (being mirrored) or etcd is unavailable; after them
+the next watch event of the resource tries again."""
+
+
+async def serve(body: dict[str, Any], context: Context) -> None:
+    """Make the requests the resource's annotations ask for and this reconciler has not made yet."""
+    meta = body["metadata"]
+    if meta.get("deletionTimestamp"):
+        return
+    annotations = meta.get("annotations") or {}
+    for annotation, parse in PARSERS:
+        key, value = f"{meta['uid']}/{annotation}", annotations.get(annotation)
+        if value is None:
+            context.requested.pop(key, None)
+            continue
+        if context.requested.get(key) == value:
+            continue
+        for delay in (*RETRY_DELAYS, None):
+            try:
+                await submit(body, context, parse)
+            except (NotInEtcdYet, EtcdUnavailableError) as e:
+                if delay is None:
+                    log.warning(
+                        "%s/%s: %s not served yet: %s", meta["namespace"], meta["name"], annotation, e
+                    )
+                    break
+                await asyncio.sleep(delay)
+                continue
+            context.requested[key] = value
+            break
+
+
+def forget(body: dict[str, Any], context: Context) -> None:
+    """The resource is gone: its served values too."""
+    for annotation, _ in PARSERS:
+        context.requested.pop(f"{body['metadata']['uid']}/{annotation}", None)
 
 
 async def submit(body: dict[str, Any], context: Context, parse: Parse) -> bool | None:

@@ -15,6 +15,7 @@ from typing import Any
 from etcdcron.errors import ValidationError
 from etcdcron.job import CatchUp, Job
 from etcdcron.k8s_resource import Envelope
+from etcdcron.policy import FailurePolicy
 
 DEFAULT_DEADLINE_SECONDS = 300
 PAYLOAD_LIMIT = 192 * 1024
@@ -31,6 +32,7 @@ SPEC_FIELD = {
     "type": "spec.type",
     "payload": "spec.payload",
     "catch_up_deadline": "spec.startingDeadlineSeconds",
+    "failure_policy": "spec.failurePolicy",
     "name": "metadata.name",
     "namespace": "metadata.namespace",
 }
@@ -81,9 +83,26 @@ def job_from_resource(body: dict[str, Any], now: datetime) -> Job:
             max_runs=spec.get("maxRuns"),
             catch_up=_CATCH_UP.get(spec.get("catchUp", "All"), CatchUp.ALL),
             catch_up_deadline=timedelta(seconds=deadline),
+            failure_policy=failure_policy(spec.get("failurePolicy") or {}),
         )
     except ValidationError as e:
         raise ValidationError(SPEC_FIELD.get(e.field, e.field), e.reason) from None
+
+
+def failure_policy(spec: dict[str, Any]) -> FailurePolicy:
+    """``spec.failurePolicy``: ``backoff`` Drop | Constant (default) | Exponential, ``maxRetries`` (3),
+    ``intervalSeconds`` (1) and, for Exponential, ``maxIntervalSeconds`` (60)."""
+    backoff = str(spec.get("backoff", "Constant"))
+    retries = int(spec.get("maxRetries", 3))
+    interval = timedelta(seconds=int(spec.get("intervalSeconds", 1)))
+    if backoff == "Drop":
+        return FailurePolicy.drop()
+    if backoff == "Exponential":
+        most = timedelta(seconds=int(spec.get("maxIntervalSeconds", 60)))
+        return FailurePolicy.exponential(interval, most, retries)
+    if backoff == "Constant":
+        return FailurePolicy.constant(interval, retries)
+    raise ValidationError("failure_policy", f"backoff must be Drop, Constant or Exponential, got {backoff!r}")
 
 
 def utcnow() -> datetime:
