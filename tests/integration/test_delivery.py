@@ -16,6 +16,7 @@ import pytest
 
 from etcdcron import Cron, Delivery, FailurePolicy, Firing, Job, Overlap, TriggerResult
 from etcdcron.decode import decode_inflight
+from etcdcron.dispatch import FinalError
 from etcdcron.errors import JobNotFoundError
 from etcdcron.etcd import EtcdClient
 from etcdcron.keys import Keys, range_end
@@ -142,6 +143,30 @@ async def test_drop_reports_once_and_records_the_failure(etcd_endpoint, prefix):
         await eventually_async(lambda: _history_results(cron, "d"), 20, "the failure in the history")
         assert len(trigger.firings) == 1 and len(errors) == 1
         assert [(h.result, h.attempts) for h in await cron.history("d")] == [("failed", 1)]
+
+
+async def test_a_final_error_fails_at_once_and_the_history_says_why(etcd_endpoint, prefix):
+    errors: list[Exception] = []
+    calls: list[Firing] = []
+
+    async def refuse(firing: Firing) -> None:
+        calls.append(firing)
+        raise FinalError("422 Unprocessable Entity: spec.x: Invalid value")
+
+    async with Cron(
+        endpoints=[etcd_endpoint], prefix=prefix, trigger=refuse, member_id="m", lease_ttl=2,
+        on_error=lambda job, e: errors.append(e),
+    ) as cron:  # fmt: skip
+        assert cron.member is not None
+        await cron.member.wait_settled(20)
+        policy = FailurePolicy.constant(timedelta(milliseconds=10), 5)
+        await cron.add_job(Job(name="f", schedule="* * * * * *", max_runs=1, failure_policy=policy))
+        await eventually_async(lambda: _history_results(cron, "f"), 20, "the failure in the history")
+        assert len(calls) == 1 and len(errors) == 1, "no retry"
+        [entry] = await cron.history("f")
+        assert (entry.result, entry.attempts) == ("failed", 1)
+        assert entry.error == "422 Unprocessable Entity: spec.x: Invalid value"
+        assert entry.document()["error"] == entry.error
 
 
 async def _parked(endpoint: str, prefix: str) -> bool:
