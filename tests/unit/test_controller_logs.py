@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from etcdcron.controller.logs import ObjectPrefix
+from etcdcron.controller.logs import ObjectPrefix, QuietEventHandlers
 
 
 def record(**extra: object) -> logging.LogRecord:
@@ -26,3 +26,24 @@ def test_other_records_are_left_alone() -> None:
     rec = record()
     ObjectPrefix().filter(rec)
     assert rec.getMessage() == "Handler 'mirror' succeeded."
+
+
+def test_event_handlers_succeeding_show_only_at_debug() -> None:
+    quiet = QuietEventHandlers()
+    root = logging.getLogger()
+    level = root.level
+    try:
+        root.setLevel(logging.INFO)
+        requests = logging.LogRecord(
+            "kopf.objects", logging.INFO, __file__, 1, "[ns/x] Handler 'requests' succeeded.", None, None
+        )
+        assert not quiet.filter(requests)
+        assert quiet.filter(record())  # a change handler's line stays
+        failed = logging.LogRecord(
+            "kopf.objects", logging.ERROR, __file__, 1, "Handler 'requests' failed", None, None
+        )
+        assert quiet.filter(failed)
+        root.setLevel(logging.DEBUG)
+        assert quiet.filter(requests)
+    finally:
+        root.setLevel(level)

@@ -1,4 +1,6 @@
-"""Log lines a person can use: kopf's lines about an object name it, as ``[namespace/name]``."""
+"""Log lines a person can use: kopf's lines about an object name it, as ``[namespace/name]``, and its
+"succeeded" line after each call of a watch-event handler (one per event of every resource: every status
+write) only shows at DEBUG."""
 
 from __future__ import annotations
 
@@ -18,8 +20,26 @@ class ObjectPrefix(logging.Filter):
         return True
 
 
+EVENT_HANDLERS = ("requests", "tenant-cleanup")
+"""Ids of the reconciler's watch-event handlers (handlers.py)."""
+
+
+class QuietEventHandlers(logging.Filter):
+    """Drop kopf's "Handler 'x' succeeded." of watch-event handlers unless the level is DEBUG."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name != "kopf.objects" or record.levelno != logging.INFO:
+            return True
+        message = str(record.msg)
+        if not any(f"Handler '{h}' succeeded." in message for h in EVENT_HANDLERS):
+            return True
+        return logging.getLogger().getEffectiveLevel() <= logging.DEBUG
+
+
 def install() -> None:
     """On every root handler, so whatever the format, the object is named."""
     for handler in logging.getLogger().handlers:
         if not any(isinstance(f, ObjectPrefix) for f in handler.filters):
             handler.addFilter(ObjectPrefix())
+        if not any(isinstance(f, QuietEventHandlers) for f in handler.filters):
+            handler.addFilter(QuietEventHandlers())

@@ -77,8 +77,8 @@ class KubernetesDispatcher:
     async def on_error(self, job: Job | None, error: Exception) -> None:
         """A firing failed for good (its failure policy gave up, or the API server refuses it): one Warning
         Event per distinct cause on the resource, counting repeats, as Kubernetes aggregates them."""
-        if job is None:
-            log.error("dispatch failed: %s", error)
+        if job is None:  # a bad entry or the member's own failure: the pool has logged it once already
+            log.debug("pool error: %s", error)
             return
         try:
             envelope = Envelope.from_bytes(job.payload)
