@@ -242,7 +242,8 @@ class Mirror:
         return found
 
     async def remove_tenant(self, namespace: str) -> int:
-        """A namespace is gone: delete its tenant's jobs, cursors and records; returns the jobs deleted."""
+        """A namespace is gone: delete its tenant's jobs, cursors, records, histories, unsettled firings and
+        requests; returns the jobs deleted."""
         tenant = f"{namespace}/".encode()
         records = self.keys.resources_of_tenant(namespace)
         ops = [etcd.delete(records, range_end(records))]
@@ -250,6 +251,9 @@ class Mirror:
             jobs = self.keys.jobs_of_tenant_in_partition(namespace, p)
             cursors = self.keys.cursors_of_partition(p) + tenant
             ops += [etcd.delete(jobs, range_end(jobs)), etcd.delete(cursors, range_end(cursors))]
+            for kind in ("history", "inflight", "requests"):  # so a namespace re-created starts afresh
+                prefix = self.keys.sibling(jobs, kind)
+                ops.append(etcd.delete(prefix, range_end(prefix)))
         deleted = 0
         for start in range(0, len(ops), TXN_MAX_OPS):
             response = await self.client.txn([self._fence()], ops[start : start + TXN_MAX_OPS])
