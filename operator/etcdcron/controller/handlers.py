@@ -18,7 +18,7 @@ import kopf
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
-from etcdcron.controller import requests, webhook
+from etcdcron.controller import requests
 from etcdcron.controller import settings as kopf_settings
 from etcdcron.controller.credentials import connection_info
 from etcdcron.controller.mirror import ConflictError, NotLeaderError
