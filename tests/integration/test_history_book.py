@@ -71,3 +71,18 @@ async def test_an_entry_that_is_not_a_routine_success_is_written_at_once(
     await etcd_client.txn([], [op])
     got = await etcd_client.get(key)
     assert got is not None and [e.run for e in decode_history(got.key, got.value)[1]] == [1, 2, 3]
+
+
+async def test_the_first_success_after_a_failure_is_written_at_once(
+    etcd_client: EtcdClient, prefix: str
+) -> None:
+    keys = Keys(prefix)
+    ref = keys.ref("t", "r")
+    spec_key = keys.job(ref)
+    book = HistoryBook(etcd_client, keys, Reporter("m", None, None), Clock())
+    book.add(ref.partition, spec_key, "id", 0, replace(entry(1), result="failed"))
+    assert len(await book.writes()) == 1
+    book.add(ref.partition, spec_key, "id", 0, entry(2))  # the failure is over: the status must say so
+    assert book.due_in() == 0 and len(await book.writes()) == 1
+    book.add(ref.partition, spec_key, "id", 0, entry(3))  # routine again
+    assert await book.writes() == [] and book.due_in() == REWRITE_SECONDS

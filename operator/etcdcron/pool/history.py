@@ -8,8 +8,8 @@ job once a day.
 A job's routine entries (a scheduled firing that succeeded) rewrite its history at most once per
 ``REWRITE_SECONDS``: a job firing every second would otherwise rewrite its whole history (a few KiB)
 every second, the largest write of a firing. They wait in memory meanwhile; any other entry (a failure,
-a skip, a parked firing, a run-now or backfill firing) is written at once with what waits, and so is
-everything when a partition is handed over or the member leaves.
+a skip, a parked firing, a run-now or backfill firing, the first success after one of those) is written
+at once with what waits, and so is everything when a partition is handed over or the member leaves.
 """
 
 from __future__ import annotations
@@ -67,8 +67,15 @@ class HistoryBook:
         pending = self._pending.get(key)
         if pending is None or pending.job_id != job_id:
             pending = self._pending[key] = _Pending(partition, job_id, lease)
+        previous = pending.entries[-1] if pending.entries else self._last_written(key, job_id)
         pending.entries.append(entry)
-        pending.urgent = pending.urgent or entry.result != "success" or entry.kind != SCHEDULED
+        routine = entry.result == "success" and entry.kind == SCHEDULED
+        recovered = previous is not None and previous.result != "success"  # a failure is over: say so
+        pending.urgent = pending.urgent or not routine or recovered
+
+    def _last_written(self, key: bytes, job_id: str) -> HistoryEntry | None:
+        cached = self._cache.get(key)
+        return cached[1][-1] if cached and cached[0] == job_id and cached[1] else None
 
     def forget(self, history_prefix: bytes) -> None:
         """A partition was dropped: another member may write its histories now (what still waits here
