@@ -80,6 +80,33 @@ async def test_kill_9_between_commit_and_acknowledgement(etcd_endpoint, prefix, 
     assert len(attempts(record)) == (2 if delivery is Delivery.AT_LEAST_ONCE else 1)
 
 
+async def test_an_unsettled_firing_of_a_job_replaced_since_is_delivered_as_the_job_is_now(
+    etcd_endpoint, prefix, tmp_path
+):
+    """Its tick was committed (a run): a member taking over delivers it, with the job's current version."""
+    record = tmp_path / "attempts.jsonl"
+    crashing = scripted(etcd_endpoint, prefix, "a", "hang", record)
+    try:
+        async with Cron(endpoints=[etcd_endpoint], prefix=prefix) as admin:
+            await admin.add_job(Job(name="edited", schedule="* * * * * *", payload=b"v1"))
+            eventually(lambda: attempts(record), 20, "the first delivery")
+            crashing.kill()
+            crashing.wait()
+            await admin.add_job(Job(name="edited", schedule="@yearly", payload=b"v2"))  # replaced meanwhile
+    finally:
+        crashing.kill()
+    hung = {a["scheduled"] for a in attempts(record)}
+    taking_over = scripted(etcd_endpoint, prefix, "b", "ok", record)
+    try:
+        await eventually_async(lambda: _none(unsettled(etcd_endpoint, prefix)), 30, "the re-deliveries")
+    finally:
+        taking_over.terminate()
+        taking_over.wait(30)
+    again = [a for a in attempts(record) if a["member"] == "b"]
+    assert hung <= {a["scheduled"] for a in again}  # not one committed tick lost
+    assert all(a["payload"] == "v2" and a["redelivery"] for a in again)
+
+
 async def _none(pending: Any) -> bool:
     return not await pending
 

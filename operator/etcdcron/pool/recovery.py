@@ -2,8 +2,9 @@
 life of this one) left unsettled, which it delivers again with the same ``firing.key``, and run-now
 requests and backfills not yet served, which it serves.
 
-A firing whose job was replaced or deleted before it was settled is dropped (reported once): the version
-it belonged to is gone. A final run's firing carries its job's spec, so it survives the job's removal.
+A firing whose job was replaced before it was settled is delivered as the job is now (its tick was
+committed: a run, never lost); one whose job was deleted is dropped (reported once). A final run's firing
+carries its job's spec, so it survives the job's removal.
 """
 
 from __future__ import annotations
@@ -59,10 +60,13 @@ class Recovery:
         head, _, tag = rest.rpartition(b"/")
         return self.keys.jobs_root() + head, tag.decode("utf-8", "backslashreplace")
 
-    def _job(self, p: int, spec_key: bytes, job_id: str, specs: dict[bytes, KeyValue]) -> StoredJob | None:
+    def _job(
+        self, p: int, spec_key: bytes, job_id: str | None, specs: dict[bytes, KeyValue]
+    ) -> StoredJob | None:
+        """The job stored under ``spec_key``: version ``job_id`` only, or any (None)."""
         state = self.table.partitions.get(p)
         loaded = state.jobs.get(spec_key) if state is not None else None
-        if loaded is not None and loaded.stored.id == job_id:
+        if loaded is not None and job_id in (None, loaded.stored.id):
             return loaded.stored
         kv = specs.get(spec_key)
         if kv is not None:
@@ -70,7 +74,7 @@ class Recovery:
                 _, stored = decode_job(self.keys, kv.key, kv.value)
             except BadEntryError:
                 return None
-            if stored.id == job_id:
+            if job_id in (None, stored.id):
                 return stored
         return None
 
@@ -98,8 +102,13 @@ class Recovery:
             except BadEntryError as e:
                 self.reporter.bad_entry(e, kv.mod_revision)
                 return
+        if stored is None and (stored := self._job(p, spec_key, None, specs)) is not None:
+            # Replaced since the commit: the tick was committed (a run), so it fires, as the job is now.
+            log.info(
+                "unsettled firing %s: its job was replaced since; delivered as it is now", kv.key.decode()
+            )
         if stored is None:
-            log.warning("dropping unsettled firing %s: its job was replaced or deleted", kv.key.decode())
+            log.warning("dropping unsettled firing %s: its job was deleted", kv.key.decode())
             self.settlements.delete(p, kv.key)
             return
         firing = dataclasses.replace(self._firing(stored, record), redelivery=True)
