@@ -355,3 +355,31 @@ async def _count(results: Any, result: str, n: int) -> bool:
 async def _due(cron: Cron, name: str, runs: int) -> bool:
     cursor = (await cron.get_job(name)).cursor
     return cursor.runs >= runs and cursor.last_tick_ms <= datetime.now(UTC).timestamp() * 1000
+
+
+class Buffering(Recorder):
+    """A trigger that buffers its firings; its first flush fails (a full disk, a closed pipe)."""
+
+    def __init__(self) -> None:
+        super().__init__([])
+        self.flushes = 0
+
+    def flush(self) -> None:
+        self.flushes += 1
+        if self.flushes == 1:
+            raise OSError("No space left on device")
+
+
+async def test_a_buffering_trigger_is_acknowledged_only_after_its_flush(etcd_endpoint, prefix):
+    trigger = Buffering()
+    async with Cron(
+        endpoints=[etcd_endpoint], prefix=prefix, trigger=trigger, member_id="m", lease_ttl=2
+    ) as cron:
+        assert cron.member is not None
+        await cron.member.wait_settled(20)
+        policy = FailurePolicy.constant(timedelta(milliseconds=200), 3)
+        await cron.add_job(Job(name="f", schedule="* * * * * *", max_runs=1, failure_policy=policy))
+        await eventually_async(lambda: len(trigger.firings) >= 2, 20, "the retry")
+        await eventually_async(lambda: _none(unsettled(etcd_endpoint, prefix)), 20, "the acknowledgement")
+    assert [f.attempt for f in trigger.firings] == [1, 2]  # the failed flush failed the first attempt
+    assert trigger.flushes == 2

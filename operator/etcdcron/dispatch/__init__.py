@@ -1,6 +1,8 @@
 """Where a committed firing goes. A trigger is any ``async def trigger(firing)`` that returns None (or
 ``TriggerResult.SUCCESS``) on success, ``TriggerResult.FAILED`` (or raises) on failure, and
 ``TriggerResult.UNDELIVERABLE`` when no consumer can take it now (the firing is parked until one registers).
+A trigger may buffer: if it has a ``flush()`` method, the pool calls it after each group of calls (a
+tick's firings) and acknowledges none of them before it returned; if it raises, they all failed.
 A trigger that knows a retry cannot succeed (the request itself is wrong) raises ``FinalError``: the firing
 fails at once, whatever the failure policy.
 

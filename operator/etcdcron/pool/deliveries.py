@@ -174,6 +174,12 @@ class Deliveries:
             started = self._begin(h)
             if started is not None:
                 done.append(started)
+        if done and (error := self._flush()) is not None:  # written, not delivered: they failed
+            for d in done:
+                self._spawn(
+                    self._deliver(d.handoff, Attempt(TriggerResult.FAILED, error), d.attempts, d.fired_ms)
+                )
+            done = []
         for h in group:
             if h.record.attempts == 0 and h.firing.kind == "scheduled":
                 metrics.FIRINGS.inc()
@@ -197,6 +203,17 @@ class Deliveries:
         if h.firing.job.job.overlap is not Overlap.ALLOW:
             self._holds[h.spec_key] = _Hold(h.inflight_key)
         self._spawn(self._deliver(h, started, attempts, now))
+        return None
+
+    def _flush(self) -> Exception | None:
+        """A buffering trigger's ``flush`` (see etcdcron.dispatch): None once what it wrote is out."""
+        flush = getattr(self.trigger, "flush", None)
+        if flush is None:
+            return None
+        try:
+            flush()
+        except Exception as e:
+            return e
         return None
 
     def _succeeded(self, d: _Done) -> None:
@@ -241,6 +258,9 @@ class Deliveries:
     ) -> None:
         try:
             outcome = first if isinstance(first, Attempt) else await first
+            if not isinstance(first, Attempt) and outcome.result is TriggerResult.SUCCESS:
+                error = self._flush()
+                outcome = outcome if error is None else Attempt(TriggerResult.FAILED, error)
             await self._follow_up(h, outcome, attempts, fired_ms)
         except Exception:  # a bug here must not pass unseen, nor take other deliveries down
             self._failed(h)
@@ -289,6 +309,8 @@ class Deliveries:
             await asyncio.sleep(max(next_ms - self.clock(), 0) / 1000)
             attempts, now = attempts + 1, self.clock()
             outcome = await attempt(h.firing.attempted(from_ms(now), attempts), self.trigger)
+            if outcome.result is TriggerResult.SUCCESS and (error := self._flush()) is not None:
+                outcome = Attempt(TriggerResult.FAILED, error)
 
     def _store(self, h: Handoff) -> None:
         lease = h.firing.job.lease
