@@ -35,7 +35,8 @@ from etcdcron.dispatch.stdout import StdoutSink
 from etcdcron.firing import Firing, InFlight, from_ms
 from etcdcron.job import Job, StoredJob
 from etcdcron.keys import Keys
-from etcdcron.pool.deliveries import Deliveries, Handoff
+from etcdcron.pool.deliveries import Deliveries
+from etcdcron.pool.handoffs import Handoff
 from etcdcron.pool.reporting import Reporter
 from etcdcron.pool.settlements import Settlements
 

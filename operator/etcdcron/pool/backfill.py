@@ -22,7 +22,8 @@ from etcdcron.etcd import EtcdClient, KeyValue
 from etcdcron.firing import BACKFILL, Firing, InFlight, RunRequest, from_ms, to_ms
 from etcdcron.keys import Keys
 from etcdcron.policy import Delivery
-from etcdcron.pool.deliveries import Deliveries, Handoff
+from etcdcron.pool.deliveries import Deliveries
+from etcdcron.pool.handoffs import Handoff
 from etcdcron.pool.jobtable import JobTable
 from etcdcron.pool.reporting import Reporter
 from etcdcron.schedule import Schedule

@@ -19,13 +19,13 @@ import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from etcdcron import metrics
 from etcdcron.dispatch import Attempt, ErrorHandler, Trigger, attempt, call_handler, start_attempt
-from etcdcron.firing import Firing, HistoryEntry, InFlight, error_text, from_ms, to_ms
-from etcdcron.policy import Delivery, Overlap, TriggerResult
+from etcdcron.firing import HistoryEntry, error_text, from_ms, to_ms
+from etcdcron.policy import Overlap, TriggerResult
+from etcdcron.pool.handoffs import Done, Handoff, Hold
 from etcdcron.pool.settlements import Settlements
 
 log = logging.getLogger("etcdcron.pool")
@@ -33,44 +33,6 @@ log = logging.getLogger("etcdcron.pool")
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-@dataclass(slots=True)
-class Handoff:
-    """A firing to deliver, with where its in-flight record lives and whether etcd holds it yet."""
-
-    firing: Firing
-    partition: int
-    spec_key: bytes
-    inflight_key: bytes
-    record: InFlight
-    stored: bool  # the record is in etcd: at-least-once, or retrying or parked
-
-    @property
-    def at_least_once(self) -> bool:
-        return self.firing.job.job.delivery is Delivery.AT_LEAST_ONCE
-
-    @property
-    def name(self) -> str:
-        job = self.firing.job.job
-        return f"{job.namespace}/{job.name}"
-
-
-@dataclass(slots=True)
-class _Done:
-    """A firing whose trigger succeeded without waiting, to settle after the tick's other triggers."""
-
-    handoff: Handoff
-    fired_ms: int
-    attempts: int
-
-
-@dataclass(slots=True)
-class _Hold:
-    """A firing of an ``overlap`` skip/wait job being delivered, and the later ticks waiting for it."""
-
-    holder: bytes  # its in-flight key
-    waiting: collections.deque[Handoff] = dataclasses.field(default_factory=collections.deque)
 
 
 class Deliveries:
@@ -91,7 +53,7 @@ class Deliveries:
         self._active: dict[bytes, int] = {}  # in-flight keys being delivered here -> their partition
         self._settled = asyncio.Event()  # a delivery ended
         self._tasks: set[asyncio.Task[None]] = set()
-        self._holds: dict[bytes, _Hold] = {}  # spec key -> the overlap job's firing being delivered
+        self._holds: dict[bytes, Hold] = {}  # spec key -> the overlap job's firing being delivered
         self._due: dict[int, list[Handoff]] = {}  # groups waiting for their moment, by that moment (ms)
 
     def start(self, handoffs: list[Handoff], not_before_ms: int) -> None:
@@ -166,7 +128,7 @@ class Deliveries:
             await asyncio.sleep(wait / 1000)
         group = self._due.pop(not_before_ms)
         # Every trigger first, as close to the moment as the loop allows; then the bookkeeping.
-        done: list[_Done] = []
+        done: list[Done] = []
         for h in group:
             if h.spec_key in self._holds and h.firing.job.job.overlap is not Overlap.ALLOW:
                 self._hold(h)
@@ -189,7 +151,7 @@ class Deliveries:
         if done:
             self._settled.set()
 
-    def _begin(self, h: Handoff) -> _Done | None:
+    def _begin(self, h: Handoff) -> Done | None:
         """Call ``h``'s trigger now: what to settle if it succeeded without waiting, else None (a task
         follows it up; for an ``overlap`` job, later ticks are held until it settles)."""
         attempts, now = h.record.attempts + 1, self.clock()
@@ -199,9 +161,9 @@ class Deliveries:
             self._failed(h)
             return None
         if isinstance(started, Attempt) and started.result is TriggerResult.SUCCESS:
-            return _Done(h, now, attempts)
+            return Done(h, now, attempts)
         if h.firing.job.job.overlap is not Overlap.ALLOW:
-            self._holds[h.spec_key] = _Hold(h.inflight_key)
+            self._holds[h.spec_key] = Hold(h.inflight_key)
         self._spawn(self._deliver(h, started, attempts, now))
         return None
 
@@ -216,7 +178,7 @@ class Deliveries:
             return e
         return None
 
-    def _succeeded(self, d: _Done) -> None:
+    def _succeeded(self, d: Done) -> None:
         self._settle(d.handoff, "success", d.attempts, d.fired_ms)
         self._active.pop(d.handoff.inflight_key, None)
 

@@ -44,7 +44,8 @@ from etcdcron.pool.commit import (
     pending_commit,
     resolve_refused,
 )
-from etcdcron.pool.deliveries import Deliveries, Handoff
+from etcdcron.pool.deliveries import Deliveries
+from etcdcron.pool.handoffs import Handoff
 from etcdcron.pool.jobtable import JobTable
 from etcdcron.pool.reporting import Reporter
 from etcdcron.pool.timers import TimerQueue

@@ -22,7 +22,8 @@ from etcdcron.job import StoredJob
 from etcdcron.keys import Keys
 from etcdcron.policy import Delivery
 from etcdcron.pool.backfill import Backfills
-from etcdcron.pool.deliveries import Deliveries, Handoff
+from etcdcron.pool.deliveries import Deliveries
+from etcdcron.pool.handoffs import Handoff
 from etcdcron.pool.jobtable import JobTable
 from etcdcron.pool.reporting import Reporter
 from etcdcron.pool.settlements import Settlements
