@@ -79,6 +79,14 @@ def test_the_failure_policy_is_the_library_s(policy: dict[str, Any] | None, text
     assert job_from_resource(resource(**spec), NOW).failure_policy.text() == text
 
 
+@pytest.mark.parametrize(
+    ("text", "ms"), [(None, None), ("", None), ("500ms", 500), ("PT30S", 30_000), ("1m", 60_000)]
+)
+def test_jitter_is_a_duration(text: str | None, ms: int | None) -> None:
+    job = job_from_resource(resource(schedule="@hourly", **({} if text is None else {"jitter": text})), NOW)
+    assert (None if job.jitter is None else job.jitter.total_seconds() * 1000) == ms
+
+
 def test_default_target_is_an_event() -> None:
     assert Envelope.from_bytes(job_from_resource(resource(), NOW).payload).kind == "Event"
 
@@ -90,6 +98,9 @@ def test_default_target_is_an_event() -> None:
         ({"timeZone": "No/Where"}, "spec.timeZone"),
         ({"startTime": "soon"}, "spec.startTime"),
         ({"failurePolicy": {"backoff": "Sometimes"}}, "spec.failurePolicy"),
+        ({"jitter": "soon"}, "spec.jitter"),
+        ({"jitter": "2h"}, "spec.jitter"),
+        ({"schedule": "*/5 * * * * *", "jitter": "6s"}, "spec.jitter"),
         ({"failurePolicy": {"maxRetries": 101}}, "spec.failurePolicy"),
         (
             {"failurePolicy": {"backoff": "Exponential", "intervalSeconds": 10, "maxIntervalSeconds": 5}},

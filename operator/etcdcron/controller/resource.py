@@ -12,6 +12,7 @@ import math
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from etcdcron.durations import parse_duration
 from etcdcron.errors import ValidationError
 from etcdcron.job import CatchUp, Job
 from etcdcron.k8s_resource import Envelope
@@ -33,6 +34,7 @@ SPEC_FIELD = {
     "payload": "spec.payload",
     "catch_up_deadline": "spec.startingDeadlineSeconds",
     "failure_policy": "spec.failurePolicy",
+    "jitter": "spec.jitter",
     "name": "metadata.name",
     "namespace": "metadata.namespace",
 }
@@ -71,6 +73,7 @@ def job_from_resource(body: dict[str, Any], now: datetime) -> Job:
         raise ValidationError("spec.startTime", f"{start!r} is not an RFC 3339 time") from None
     deadline = int(spec.get("startingDeadlineSeconds", DEFAULT_DEADLINE_SECONDS))
     try:
+        jitter = parse_duration(str(spec["jitter"]), "jitter") if spec.get("jitter") else None
         return Job(
             name=meta["name"],
             namespace=meta["namespace"],
@@ -84,6 +87,7 @@ def job_from_resource(body: dict[str, Any], now: datetime) -> Job:
             catch_up=_CATCH_UP.get(spec.get("catchUp", "All"), CatchUp.ALL),
             catch_up_deadline=timedelta(seconds=deadline),
             failure_policy=failure_policy(spec.get("failurePolicy") or {}),
+            jitter=jitter,
         )
     except ValidationError as e:
         raise ValidationError(SPEC_FIELD.get(e.field, e.field), e.reason) from None
