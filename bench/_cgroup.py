@@ -50,12 +50,15 @@ def remove_leftovers(root: Path = CPU_ROOT) -> list[str]:
 
 
 class CpuGroup:
-    """One cgroup with a CPU quota (``cpus`` <= 0: no quota, only accounting of throttling)."""
+    """One cgroup with a CPU quota (``cpus`` <= 0: no quota, only accounting of throttling) and a weight
+    (``shares``; 1024 is one ordinary process's): on a shared machine a higher weight lets the group get
+    up to its quota when other processes compete, so the cap, not the neighbours, is what limits it."""
 
-    def __init__(self, what: str, cpus: float, root: Path = CPU_ROOT) -> None:
+    def __init__(self, what: str, cpus: float, shares: int = 1024, root: Path = CPU_ROOT) -> None:
         self.path = root / f"etcdcron-bench-{os.getpid()}-{what}"
         self.cpus = cpus
         self.path.mkdir()
+        (self.path / "cpu.shares").write_text(str(shares))  # weight against the machine's other work
         (self.path / "cpu.cfs_period_us").write_text(str(PERIOD_US))
         quota = int(cpus * PERIOD_US) if cpus > 0 else -1
         (self.path / "cpu.cfs_quota_us").write_text(str(quota))

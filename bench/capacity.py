@@ -70,7 +70,7 @@ class Pool:
 
     def start(self) -> None:
         for i in range(self.m):
-            group = cg.CpuGroup(f"m{self.m}-{i}", self.args.cpu)
+            group = cg.CpuGroup(f"m{self.m}-{i}", self.args.cpu, self.args.shares)
             self.groups.append(group)
             member = h.MemberProc(i, self.etcd.endpoint, self.prefix, self.etcd.tmp, metrics_port=free_port())
             self.members.append(member)
@@ -338,7 +338,14 @@ def main() -> int:
     p.add_argument("--members", default="1,2,4,8", help="comma-separated member counts")
     p.add_argument("--cpu", type=float, default=0.25, help="CPU cap of each member (CFS quota)")
     p.add_argument("--etcd-cpu", type=float, default=0.0, help="CPU cap of etcd (0: uncapped, own group)")
-    p.add_argument("--start-per-member", type=float, default=500, help="first step: this many jobs x M")
+    p.add_argument(
+        "--shares",
+        type=int,
+        default=1024,
+        help="cpu.shares of each member's and etcd's group (1024: an ordinary process's weight; higher "
+        "lets them reach their cap on a machine busy with other work)",
+    )
+    p.add_argument("--start-per-member", type=float, default=300, help="first step: this many jobs x M")
     p.add_argument("--step", type=float, default=1.2, help="each step has this many times more jobs")
     p.add_argument("--max-jobs", type=int, default=40_000)
     p.add_argument("--max-p99-ms", type=float, default=1000.0)
@@ -378,7 +385,7 @@ def main() -> int:
     etcd_group: cg.CpuGroup | None = None
     try:
         etcd.start()
-        etcd_group = cg.CpuGroup("etcd", args.etcd_cpu)
+        etcd_group = cg.CpuGroup("etcd", args.etcd_cpu, args.shares)
         etcd_group.add(etcd.pid)
         h.log(f"etcd at {etcd.endpoint} (cap {args.etcd_cpu or 'none'}); machine {doc['machine']}")
         for m in (int(x) for x in args.members.split(",") if x):
