@@ -4,14 +4,19 @@ The object is named from the firing's identity (resource, scheduled time), so a 
 over after a crash between commit and dispatch, finds it already there: every tick gives exactly one
 object. Tenancy: the namespace is the job's tenant, nothing else is ever written or read.
 
-The official ``kubernetes`` client is blocking: every call runs in a worker thread.
+The official ``kubernetes`` client is blocking: every call runs in one of the dispatcher's own worker
+threads, on a client of its own whose connection pool holds a connection per worker (the shared executor
+of ``asyncio.to_thread`` has 6 threads on 2 cores, and the client pools ``5 x cores`` connections: firings
+due at the same second waited for both; bench/dispatch.py and docs/benchmarks.md measure it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from kubernetes import client as k8s
@@ -33,6 +38,9 @@ from etcdcron.k8s_resource import (
 
 log = logging.getLogger(__name__)
 REPEAT_LOG_SECONDS = 60
+DEFAULT_WORKERS = 32
+"""Requests in flight per member: an Event takes ~1-5 ms of API-server round trip and ~0.5 ms of this
+process's CPU, so 32 keep the API server, not the wait, the limit (bench/dispatch.py)."""
 
 
 class JobCreateError(Exception):
@@ -42,6 +50,13 @@ class JobCreateError(Exception):
 def _final(error: ApiException) -> bool:
     """A 4xx other than a conflict or throttling: the same request can never succeed."""
     return 400 <= int(error.status or 0) < 500 and error.status not in (408, 409, 429)
+
+
+def _discard(response: Any) -> None:
+    """Drop an answer asked for undecoded (``_preload_content=False``, a urllib3 response): read to its
+    end, so its connection goes back to the pool instead of a new one (and a TLS handshake) per call."""
+    response.drain_conn()
+    response.release_conn()
 
 
 def _finished(job: Any) -> str | None:
@@ -55,10 +70,16 @@ def _finished(job: Any) -> str | None:
 class KubernetesDispatcher:
     """A trigger for pool members in the operator: creates the Event or Job of each firing."""
 
-    def __init__(self, api_client: k8s.ApiClient, member: str) -> None:
-        self.core = k8s.CoreV1Api(api_client)
-        self.batch = k8s.BatchV1Api(api_client)
-        self.custom = k8s.CustomObjectsApi(api_client)
+    def __init__(self, api_client: k8s.ApiClient, member: str, *, workers: int = DEFAULT_WORKERS) -> None:
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, got {workers}")
+        configuration = copy.copy(api_client.configuration)  # same host and credentials (and token refresh)
+        configuration.connection_pool_maxsize = workers
+        client = k8s.ApiClient(configuration)
+        self.core = k8s.CoreV1Api(client)
+        self.batch = k8s.BatchV1Api(client)
+        self.custom = k8s.CustomObjectsApi(client)
+        self._executor = ThreadPoolExecutor(workers, thread_name_prefix=f"dispatch-{member}"[:32])
         self.member = member
         self._logged: dict[tuple[str, str, str], float] = {}
         self._failing: dict[str, tuple[str | None, float]] = {}  # resource uid -> failure shown, when
@@ -67,7 +88,7 @@ class KubernetesDispatcher:
         envelope = Envelope.from_bytes(firing.job.job.payload)
         create = self._create_job if envelope.kind == "Job" else self._create_event
         try:
-            await asyncio.to_thread(create, firing, envelope)
+            await asyncio.get_running_loop().run_in_executor(self._executor, create, firing, envelope)
         except ApiException as e:  # one line (the client's own text dumps every HTTP header)
             raise JobCreateError(
                 f"{envelope.kind} of tick {format_time(firing.scheduled)}: {api_error(e)}"
@@ -76,8 +97,8 @@ class KubernetesDispatcher:
     def _create_event(self, firing: Firing, envelope: Envelope) -> None:
         body = event_body(firing, envelope, self.member)
         job = firing.job.job
-        try:
-            self.core.create_namespaced_event(job.namespace, body)
+        try:  # the answer is not read into models: only its status matters (~15% of the call's CPU)
+            _discard(self.core.create_namespaced_event(job.namespace, body, _preload_content=False))
         except ApiException as e:
             if e.status == 409:
                 return  # this tick's Event exists already (a retry after a crash)
