@@ -21,9 +21,7 @@ pytestmark = pytest.mark.k8s
 
 JOB_TEMPLATE = {
     "spec": {
-        "template": {
-            "spec": {"restartPolicy": "Never", "containers": [{"name": "main", "image": "busybox"}]}
-        }
+        "template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "main", "image": "busybox"}]}}
     }
 }
 
