@@ -265,18 +265,31 @@ def replica_main(argv: list[str]) -> int:
 class Replica:
     """A replica process with the attributes ``throughput.wait_settled`` reads."""
 
-    def __init__(self, i: int, endpoint: str, prefix: str, kubeconfig: str, log_dir: Path, workers: int):
+    def __init__(
+        self,
+        i: int,
+        endpoint: str,
+        prefix: str,
+        kubeconfig: str,
+        log_dir: Path,
+        workers: int,
+        tree: str | None = None,
+    ) -> None:
         self.member_id = f"dispatch-{i}-{os.getpid()}"
         self.metrics_port = free_port()
         self.log_path = log_dir / f"{self.member_id}.log"
         self._err = self.log_path.open("ab")
         argv = [sys.executable, __file__, "--replica", endpoint, prefix, kubeconfig, self.member_id,
                 str(self.metrics_port), "--workers", str(workers)]  # fmt: skip
+        env = None
+        if tree:  # the library of another checkout (e.g. the commit before a change), same harness
+            env = {**os.environ, "PYTHONPATH": str(Path(tree) / "operator")}
         self.proc = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=self._err,
+            env=env,
             preexec_fn=h._KILL_WITH_PARENT,
             bufsize=1 << 16,
         )
@@ -305,7 +318,7 @@ class Replica:
         return self.reader.bad_lines
 
 
-async def write_jobs(endpoint: str, prefix: str, kind: str, start: int, stop: int) -> None:
+async def write_jobs(endpoint: str, prefix: str, namespace: str, kind: str, start: int, stop: int) -> None:
     keys = Keys(prefix)
     created = datetime.now(UTC).replace(microsecond=0)
     target: dict[str, Any] = (
@@ -318,10 +331,10 @@ async def write_jobs(endpoint: str, prefix: str, kind: str, start: int, stop: in
                 uid = str(uuid.uuid4())
                 env = Envelope(uid, 1, target, {"i": i})
                 job = Job(
-                    name=f"tput-{i:07d}", schedule="* * * * * *", namespace=NAMESPACE, payload=env.to_bytes()
+                    name=f"tput-{i:07d}", schedule="* * * * * *", namespace=namespace, payload=env.to_bytes()
                 )
                 stored = StoredJob(job, uuid.uuid4().hex, created)
-                ops.append(etcd.put(keys.job(keys.ref(NAMESPACE, job.name)), stored.to_json()))
+                ops.append(etcd.put(keys.job(keys.ref(namespace, job.name)), stored.to_json()))
             await client.txn([], ops)
 
 
@@ -387,7 +400,7 @@ def measure(
     }
 
 
-def verify_objects(cp: Any, kind: str, replicas: list[Replica]) -> dict[str, Any]:
+def verify_objects(cp: Any, namespace: str, kind: str, replicas: list[Replica]) -> dict[str, Any]:
     """Every tick a replica reported has exactly its one object in the API server (names are unique)."""
     reported: set[str] = set()
     for r in replicas:
@@ -396,9 +409,9 @@ def verify_objects(cp: Any, kind: str, replicas: list[Replica]) -> dict[str, Any
             reported.add(f"tput-{rd.jobs[k]:07d}-{rd.scheduled[k] // 1000}")
     with cp.api_client() as api:
         path = (
-            f"/api/v1/namespaces/{NAMESPACE}/events"
+            f"/api/v1/namespaces/{namespace}/events"
             if kind == "event"
-            else (f"/apis/batch/v1/namespaces/{NAMESPACE}/jobs")
+            else (f"/apis/batch/v1/namespaces/{namespace}/jobs")
         )
         names: set[str] = set()
         token = ""
@@ -423,9 +436,19 @@ def verify_objects(cp: Any, kind: str, replicas: list[Replica]) -> dict[str, Any
 
 
 def run_kind(
-    cp: Any, pool_etcd: h.BenchEtcd, kind: str, workers: int, args: argparse.Namespace
+    cp: Any, pool_etcd: h.BenchEtcd, kind: str, variant: str, args: argparse.Namespace
 ) -> dict[str, Any]:
-    prefix = f"/bench-dispatch-{kind}-{workers}-{os.getpid()}"
+    """One kind (event, job) and one variant: ``before`` (the library at ``--before-tree``, its defaults),
+    or a number of workers for this tree's KubernetesDispatcher (0: its default)."""
+    before = variant == "before"
+    workers = 0 if before else int(variant)
+    label = "before" if before else str(workers or "default")
+    prefix = f"/bench-dispatch-{kind}-{label}-{os.getpid()}"
+    namespace = f"bench-{kind}-{label}"
+    with cp.api_client() as api:
+        from kubernetes import client as k8s
+
+        k8s.CoreV1Api(api).create_namespace({"metadata": {"name": namespace}})
     pids = {
         "apiserver": cp_pid(cp, "kube-apiserver"),
         "k8s-etcd": cp_pid(cp, "etcd"),
@@ -434,19 +457,28 @@ def run_kind(
     log_dir = Path(args.logs) if args.logs else pool_etcd.tmp
     log_dir.mkdir(parents=True, exist_ok=True)
     replicas = [
-        Replica(i, pool_etcd.endpoint, prefix, str(cp.kubeconfig), log_dir, workers)
+        Replica(
+            i,
+            pool_etcd.endpoint,
+            prefix,
+            str(cp.kubeconfig),
+            log_dir,
+            workers,
+            args.before_tree if before else None,
+        )
         for i in range(args.replicas)
     ]
     steps: list[dict[str, Any]] = []
-    profiler = h.Profiler(Path(args.profile) / f"{kind}-{workers}") if args.profile else None
+    profiler = h.Profiler(Path(args.profile) / f"{kind}-{label}") if args.profile else None
     verified: dict[str, Any] = {}
     try:
         tp.wait_settled(replicas, 0, args.settle_timeout)  # type: ignore[arg-type]
-        n, written = args.start, 0
+        n, written = (args.start if kind == "event" else args.job_start), 0
         while n <= args.max_jobs:
-            asyncio.run(write_jobs(pool_etcd.endpoint, prefix, kind, written, n))
+            asyncio.run(write_jobs(pool_etcd.endpoint, prefix, namespace, kind, written, n))
             written = n
-            step = measure(replicas, n, args, pids, profiler if not steps else None)
+            profile_now = n == args.profile_jobs if args.profile_jobs else not steps
+            step = measure(replicas, n, args, pids, profiler if profile_now else None)
             steps.append(step)
             h.log(f"{kind} N={n}: {step}")
             if not step["passed"]:
@@ -457,13 +489,13 @@ def run_kind(
         for r in replicas:
             r.stop()
     try:
-        verified = verify_objects(cp, kind, replicas)
+        verified = verify_objects(cp, namespace, kind, replicas)
     except Exception as e:  # reported, not fatal: the measured steps stand
         verified = {"error": repr(e)}
     passed = [s for s in steps if s["passed"]]
     result: dict[str, Any] = {
         "kind": kind,
-        "workers": workers or "default",
+        "workers": label,
         "capacity_per_s": passed[-1]["created_per_s"] if passed else 0.0,
         "at_capacity": passed[-1] if passed else None,
         "first_failure": next((s for s in steps if not s["passed"]), None),
@@ -533,6 +565,7 @@ def main() -> int:
         help="KubernetesDispatcher(workers=), comma-separated variants (0: its default)",
     )
     p.add_argument("--start", type=int, default=200, help="first step's jobs (= objects due per second)")
+    p.add_argument("--job-start", type=int, default=50, help="first step's jobs for Job targets")
     p.add_argument("--step", type=float, default=1.25)
     p.add_argument("--max-jobs", type=int, default=5000)
     p.add_argument("--max-p99-ms", type=float, default=1000.0)
@@ -545,7 +578,8 @@ def main() -> int:
     p.add_argument("--plain-threads", type=int, default=8)
     p.add_argument("--plain-seconds", type=float, default=8.0)
     p.add_argument("--skip-baseline", action="store_true")
-    p.add_argument("--profile", help="directory: py-spy the replicas during the first step of each kind")
+    p.add_argument("--profile", help="directory: py-spy the replicas during one step of each variant")
+    p.add_argument("--profile-jobs", type=int, default=0, help="the step to profile (default: the first)")
     p.add_argument(
         "--shares",
         type=int,
@@ -557,6 +591,8 @@ def main() -> int:
     p.add_argument("--logs", help="keep the replicas' logs in this directory")
     p.add_argument("--max-seconds", type=float, default=1500.0)
     args = p.parse_args()
+    if "before" in args.workers.split(",") and not args.before_tree:
+        p.error("--workers before needs --before-tree")
     if args.profile and not h.Profiler.available():
         p.error(f"py-spy not found at {h.PY_SPY} (pip install py-spy, or set PY_SPY)")
     from etcdcron.testing import ControlPlane
@@ -586,8 +622,8 @@ def main() -> int:
                 doc["baselines"].append(plain_baseline(cp, args, raw))
                 h.log(f"baseline: {doc['baselines'][-1]}")
         for kind in args.kinds.split(","):
-            for workers in (int(w) for w in args.workers.split(",")):
-                doc["runs"].append(run_kind(cp, pool_etcd, kind, workers, args))
+            for variant in args.workers.split(","):
+                doc["runs"].append(run_kind(cp, pool_etcd, kind, variant, args))
     except (h.BenchTimeout, KeyboardInterrupt) as e:
         h.log(f"stopped early: {e!r}")
     finally:
