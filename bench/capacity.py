@@ -2,14 +2,16 @@
 
 Usage (from the repository root, as root: the caps are cgroup v1 ``cpu`` quotas)::
 
-    .venv/bin/python bench/capacity.py                               # members 1,2,4,8 (~12 min)
+    .venv/bin/python bench/capacity.py --shares 4096                 # members 1,2,4,8 (~12 min)
     .venv/bin/python bench/capacity.py --members 1,8 --json /tmp/cap.json
     .venv/bin/python bench/capacity.py --plot docs/capacity.png --from /tmp/cap1.json,/tmp/cap2.json
 
 For each member count M (a fresh prefix each, one etcd for the whole run):
 
 1. Starts M ``etcdcron member --sink stdout`` processes, each moved into a cgroup of its own with a CFS
-   quota of ``--cpu`` (0.25) CPU, and waits until they own every partition.
+   quota of ``--cpu`` (0.25) CPU and a weight of ``--shares`` (1024, an ordinary process's; on a machine
+   busy with other work a higher weight lets each member actually get its 0.25), and waits until they own
+   every partition. etcd gets a group too (uncapped unless ``--etcd-cpu``, same weight).
 2. Steps the load up: N jobs ``* * * * * *`` (``bench/_harness.py``'s bulk writer, the bytes
    ``JobStore.add`` writes), starting at ``--start-per-member`` x M and growing by ``--step`` (x1.2) each
    step. At each step it writes the jobs added, waits until they are loaded and the pool has caught up
@@ -383,6 +385,8 @@ def main() -> int:
     }
     etcd = h.BenchEtcd()
     etcd_group: cg.CpuGroup | None = None
+    harness_group = cg.CpuGroup("harness", 0, args.shares)  # the stdout readers keep up at the same weight
+    harness_group.add(os.getpid())
     try:
         etcd.start()
         etcd_group = cg.CpuGroup("etcd", args.etcd_cpu, args.shares)
@@ -397,6 +401,8 @@ def main() -> int:
         etcd.cleanup()
         if etcd_group is not None:
             etcd_group.remove()
+        (harness_group.path.parent / "cgroup.procs").write_text(str(os.getpid()))
+        harness_group.remove()
     doc["load_after"] = h.load_average()
     summarise(doc)
     report(doc)
