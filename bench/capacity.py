@@ -305,19 +305,32 @@ def plot(docs: list[dict[str, Any]], out: Path) -> None:
         ms = [r["members"] for r in rs]
         rates = [r["capacity_firings_per_s"] for r in rs]
         top = max([top, *rates])
-        ax.plot(ms, rates, marker=markers[k % 4], label=f"firings/s, run {k + 1} ({doc['started']})")
+        shares = doc["args"].get("shares", 1024)
+        ax.plot(
+            ms,
+            rates,
+            marker=markers[k % 4],
+            label=f"firings/s, run {k + 1} ({doc['started']}, shares {shares})",
+        )
+        for r in rs:
+            busy = (r["at_capacity"] or {}).get("machine_busy_pct")
+            if busy is not None:
+                point = (r["members"], r["capacity_firings_per_s"])
+                ax.annotate(f"{busy}%", point, fontsize=6, color="dimgrey",
+                            xytext=(4, -9 - 7 * k), textcoords="offset points")  # fmt: skip
         etcd = [(r["at_capacity"] or {}).get("etcd_cpu_pct", float("nan")) for r in rs]
         etcd_ax.plot(ms, etcd, marker=markers[k % 4], ls="--", color="tab:green", alpha=0.6, lw=0.8,
                      label=f"etcd CPU % at capacity, run {k + 1}")  # fmt: skip
         base = next((r["capacity_firings_per_s"] for r in rs if r["members"] == 1), 0)
         if k == 0 and base:
             ax.plot(ms, [base * m for m in ms], ls=":", color="grey", label="linear (1 member's x M)")
+            top = max(top, base * max(ms))
     cpu = docs[0]["args"]["cpu"]
     cores = docs[0]["machine"]["nproc"]
     ax.set_xscale("log", base=2)
     ax.set_xlim(0.8, 10)
     ax.set_xticks([1, 2, 4, 8], ["1", "2", "4", "8"])
-    ax.set_ylim(0, top * 1.25 or 1)
+    ax.set_ylim(0, top * 1.1 or 1)
     etcd_ax.set_ylim(0, 100)
     etcd_ax.set_ylabel("etcd CPU % of one core (dashed)", color="tab:green")
     ax.axvline(cores / cpu, ls="--", color="tab:red", lw=0.8)
@@ -325,7 +338,8 @@ def plot(docs: list[dict[str, Any]], out: Path) -> None:
     ax.text(cores / cpu * 0.97, top * 0.05, label, color="tab:red", fontsize=8, ha="right")
     ax.set_xlabel(f"pool members (each in a cgroup capped at {cpu} CPU)")
     ax.set_ylabel("sustained firings/s")
-    ax.set_title("Capacity vs members (every tick once, p99 lateness ≤ 1 s)")
+    ax.set_title("Capacity vs members (every tick once, p99 lateness ≤ 1 s)\n"
+                 "grey: whole machine's busy CPU % at that point (of 200%)", fontsize=10)  # fmt: skip
     ax.grid(True, alpha=0.3)
     lines = ax.get_legend_handles_labels()
     more = etcd_ax.get_legend_handles_labels()

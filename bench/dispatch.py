@@ -562,8 +562,10 @@ def main() -> int:
     p.add_argument(
         "--workers",
         default="0",
-        help="KubernetesDispatcher(workers=), comma-separated variants (0: its default)",
+        help="comma-separated variants: KubernetesDispatcher(workers=N) (0: its default), or 'before': "
+        "the library at --before-tree",
     )
+    p.add_argument("--before-tree", help="a checkout (e.g. git archive of the commit before) for 'before'")
     p.add_argument("--start", type=int, default=200, help="first step's jobs (= objects due per second)")
     p.add_argument("--job-start", type=int, default=50, help="first step's jobs for Job targets")
     p.add_argument("--step", type=float, default=1.25)
