@@ -5,9 +5,10 @@ over after a crash between commit and dispatch, finds it already there: every ti
 object. Tenancy: the namespace is the job's tenant, nothing else is ever written or read.
 
 The official ``kubernetes`` client is blocking: every call runs in one of the dispatcher's own worker
-threads, on a client of its own whose connection pool holds a connection per worker (the shared executor
-of ``asyncio.to_thread`` has 6 threads on 2 cores, and the client pools ``5 x cores`` connections: firings
-due at the same second waited for both; bench/dispatch.py and docs/benchmarks.md measure it).
+threads, on a client of its own whose connection pool holds a connection per worker (not the loop's shared
+default executor, whose size depends on the machine, nor a pool of another size). A member's dispatch is
+bound by this process's CPU (~0.8 ms per Event in the client: TLS, HTTP, JSON, under the GIL), not by
+waiting: more threads only add GIL contention (bench/dispatch.py, docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -38,9 +39,9 @@ from etcdcron.k8s_resource import (
 
 log = logging.getLogger(__name__)
 REPEAT_LOG_SECONDS = 60
-DEFAULT_WORKERS = 32
-"""Requests in flight per member: an Event takes ~1-5 ms of API-server round trip and ~0.5 ms of this
-process's CPU, so 32 keep the API server, not the wait, the limit (bench/dispatch.py)."""
+DEFAULT_WORKERS = 8
+"""Requests in flight per member. A burst of 200 Events took as long with 8 workers as with 32 or 128,
+at 775 µs of client CPU per Event against 1.0-2.2 ms with more threads (docs/benchmarks.md)."""
 
 
 class JobCreateError(Exception):
