@@ -98,7 +98,7 @@ class KubernetesDispatcher:
     def _create_event(self, firing: Firing, envelope: Envelope) -> None:
         body = event_body(firing, envelope, self.member)
         job = firing.job.job
-        try:  # the answer is not read into models: only its status matters (~15% of the call's CPU)
+        try:  # the answer is not read into models, only its status matters (~70 of ~800 µs per create)
             _discard(self.core.create_namespaced_event(job.namespace, body, _preload_content=False))
         except ApiException as e:
             if e.status == 409:
