@@ -124,11 +124,14 @@ def decode_cursor(key: bytes, value: bytes) -> Cursor:
 
 def cursor_for(stored: StoredJob, key: bytes, value: bytes | None) -> Cursor:
     """The stored cursor if it belongs to this version of the job, else a fresh one."""
-    if value is not None:
-        cursor = decode_cursor(key, value)
-        if cursor.job_id == stored.id:
-            return cursor
-    return Cursor(stored.id)
+    cursor = None if value is None else stored_cursor(stored, key, value)
+    return Cursor(stored.id) if cursor is None else cursor
+
+
+def stored_cursor(stored: StoredJob, key: bytes, value: bytes) -> Cursor | None:
+    """The stored cursor if it belongs to this version of the job (None: a fresh one is due)."""
+    cursor = decode_cursor(key, value)
+    return cursor if cursor.job_id == stored.id else None
 
 
 def decode_inflight(key: bytes, value: bytes) -> InFlight:
@@ -212,6 +215,17 @@ def member_id(keys: Keys, key: bytes) -> str:
     if not member or "/" in member:
         raise BadEntryError(key, "not P/members/<member-id>")
     return member
+
+
+def member_assignment(value: bytes) -> str:
+    """The partition assignment a member key's value advertises ("" if none: a member of an earlier version,
+    or a value that is not ours to judge: either way plain rendezvous is the safe common ground)."""
+    try:
+        doc = json.loads(value)
+    except (UnicodeDecodeError, ValueError):
+        return ""
+    assignment = doc.get("assignment", "") if isinstance(doc, dict) else ""
+    return assignment if isinstance(assignment, str) else ""
 
 
 def partition_number(keys: Keys, key: bytes) -> int:

@@ -222,6 +222,11 @@ def first_after_ms(job: StoredJob, cursor: Cursor) -> int:
     """Ticks strictly after this instant are still owed to the job."""
     if cursor.last_tick_ms is not None:
         return cursor.last_tick_ms
+    return first_tick_after_ms(job)
+
+
+def first_tick_after_ms(job: StoredJob) -> int:
+    """``first_after_ms`` of a job that has no cursor yet."""
     return to_ms(job.anchor) - 1  # a cron tick at exactly the start time fires
 
 

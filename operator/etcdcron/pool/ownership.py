@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from etcdcron import etcd
 from etcdcron.etcd import EtcdClient
 from etcdcron.keys import Keys
-from etcdcron.partitions import owned_by, owner
+from etcdcron.partitions import owned_by
 from etcdcron.pool.jobtable import JobTable, Loaded
 
 log = logging.getLogger("etcdcron.pool")
@@ -47,10 +47,12 @@ def plan_ownership(
     holders: Mapping[int, Holder],
     holders_revision: int,
     held: Mapping[int, int],
+    balanced: bool = True,
 ) -> OwnershipPlan:
     """``held`` maps the partitions we hold to their fences; ``holders_revision`` is how far the mirror of
-    partition keys has read (a key we created after it is not known to be missing)."""
-    desired = owned_by(member_id, partitions, members) if lease else frozenset()
+    partition keys has read (a key we created after it is not known to be missing); ``balanced``: every
+    live member computes the balanced assignment (partitions.py)."""
+    desired = owned_by(member_id, partitions, members, balanced=balanced) if lease else frozenset()
     drop, release = [], []
     for p, fence in sorted(held.items()):
         holder = holders.get(p)
@@ -84,6 +86,7 @@ class Ownership:
         self.table = table
         self.member_id = member_id
         self.members: set[str] = set()
+        self.rendezvous_only: set[str] = set()  # live members that do not compute the balanced assignment
         self.holders: dict[int, Holder] = {}
         self.holders_revision = 0
 
@@ -96,14 +99,20 @@ class Ownership:
             self.holders,
             self.holders_revision,
             self.table.fences(),
+            self.balanced,
         )
+
+    @property
+    def balanced(self) -> bool:
+        """Every live member computes the balanced assignment (older ones compute plain rendezvous)."""
+        return not self.rendezvous_only & self.members
 
     def should_acquire(self, p: int, lease: int) -> bool:
         """Still free and still ours by the member set as it is now (loading earlier ones took a while)."""
         return (
             bool(lease)
             and p not in self.holders
-            and owner(p, self.members | {self.member_id}) == self.member_id
+            and p in owned_by(self.member_id, self.keys.partitions, self.members, balanced=self.balanced)
         )
 
     def drop(self, p: int, why: str) -> None:
