@@ -5,6 +5,7 @@ per version, never deleted, and never stops the other jobs.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -110,6 +111,7 @@ class JobTable:
         metrics.JOBS_LOADED.inc(len(state.jobs) - len(previous))
         self._count_bad()
         self.timers.sweep(self.live(), self.is_current)
+        _settle_garbage_collector()
         return Loaded(carried, snapshot)
 
     def apply(self, batch: WatchBatch) -> None:
@@ -172,3 +174,17 @@ class JobTable:
 
     def _count_bad(self) -> None:
         metrics.BAD_ENTRIES.set(len(self._stray) + sum(len(s.bad) for s in self.partitions.values()))
+
+
+def _settle_garbage_collector() -> None:
+    """Take what is alive now, the jobs just loaded with it, out of the collector's sight (``gc.freeze``).
+
+    A loaded job lives until its partition is dropped and holds no reference cycle, so refcounting frees it;
+    but each full collection would walk every one of them: 10 full collections of up to ~2M objects while a
+    member loads 333k jobs (~15% of its start-up CPU), and later a stall of the event loop of ~0.2-0.7 s
+    each time one comes due. Young garbage is collected first (cheap), so what is frozen is live; only a
+    cycle that died after reaching the oldest generation and before this call is kept for good (a few
+    objects per load, none of them jobs).
+    """
+    gc.collect(1)
+    gc.freeze()

@@ -148,4 +148,10 @@ class Ownership:
             return None
         self.table.add(p, response.header.revision)
         log.debug("member %s acquired partition %d", self.member_id, p)
-        return await self.table.load(p)
+        try:
+            return await self.table.load(p)
+        except BaseException:
+            # Never loaded, it would sit owned and silent: give it up; the next reconcile frees the key (ours,
+            # untracked) and takes the partition again.
+            self.drop(p, "its first load failed")
+            raise
