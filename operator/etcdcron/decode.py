@@ -267,7 +267,7 @@ def _get(doc: dict[str, Any], name: str, default: Any) -> Any:
 def _str(doc: dict[str, Any], name: str, default: Any = _MISSING) -> str:
     value = doc.get(name, default)
     if value.__class__ is str:
-        return value  # type: ignore[no-any-return]
+        return value
     if value is _MISSING:
         raise _Bad(f"{name}: missing")
     if not isinstance(value, str):
@@ -284,7 +284,7 @@ def _int(doc: dict[str, Any], name: str, default: Any = _MISSING, *, lo: int | N
             raise _Bad(f"{name}: expected an integer, got {type(value).__name__}")
     if lo is not None and value < lo:
         raise _Bad(f"{name}: must be at least {lo}, got {value}")
-    return value  # type: ignore[no-any-return]
+    return value
 
 
 def _bool(doc: dict[str, Any], name: str, default: Any = _MISSING) -> bool:

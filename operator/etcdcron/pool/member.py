@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from etcdcron.dispatch import ErrorHandler, Trigger
@@ -51,7 +51,6 @@ log = logging.getLogger("etcdcron.pool")
 RECONCILE_EVERY = 1.0
 RELOAD_RETRY = 0.5
 HANDOVER_SECONDS = 2.0
-ACQUIRE_AHEAD = 2
 
 
 class MemberFailure(EtcdCronError):
@@ -287,47 +286,19 @@ class Member:
         """A consumer for these ``<namespace>/<name>`` prefixes is ready: deliver what was parked for them."""
         return self.deliveries.deliverable(prefixes)
 
-    async def _acquire_all(self, partitions: Sequence[int]) -> None:
-        """Acquire and load partitions, ``ACQUIRE_AHEAD`` at a time: parsing one partition's jobs holds the
-        event loop, so the next one's transaction and reads are in flight meanwhile (etcd and this member
-        work at once: start-up at 1M jobs is bounded by CPU). Each is checked just before it is taken; after
-        a failure no more are taken, the one in progress finishes, and the failure goes to the control loop
-        (a bug's before etcd's absence)."""
-        todo = iter(partitions)
-        failed = False
-
-        async def worker() -> None:
-            nonlocal failed
-            for p in todo:
-                lease = self.membership.lease
-                if failed or self.fire_loop.closing.is_set() or not self.ownership.should_acquire(p, lease):
-                    continue
-                try:
-                    await self._loaded(p, await self.ownership.acquire(p, lease))
-                except Exception:
-                    failed = True
-                    raise
-
-        workers = [worker() for _ in range(min(ACQUIRE_AHEAD, len(partitions)))]
-        results = await asyncio.gather(*workers, return_exceptions=True)
-        errors = sorted((r for r in results if isinstance(r, BaseException)), key=_etcd_unavailable)
-        if errors:
-            raise errors[0]
-
     async def _reconcile(self) -> None:
         plan = self.ownership.plan(self.membership.lease)
         for p in plan.drop:
             self.ownership.drop(p, "partition key gone")
-        for p in plan.release:
-            await self.ownership.release(p)
         for p, create_revision in plan.free:
             await self.ownership.free(p, create_revision)
-        await self._acquire_all(plan.acquire)
+        # Free partitions first (a leaver's are waited for), then the hand-overs (each waits for its
+        # partition's commits and deliveries to settle).
+        await self.ownership.acquire_all(
+            plan.acquire, lambda: self.membership.lease, self._loaded, self.fire_loop.closing.is_set
+        )
+        await self.ownership.release_all(plan.release)
         if self.membership.lease and plan.desired == self.table.partitions.keys():
             self.settled.set()
         else:
             self.settled.clear()
-
-
-def _etcd_unavailable(error: BaseException) -> bool:
-    return isinstance(error, EtcdUnavailableError)
