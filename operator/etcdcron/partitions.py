@@ -7,7 +7,8 @@ members 93 / 88 / 75 partitions in the scale benchmark; 1.09x the mean on averag
 more members). The balanced assignment takes the (member, partition) pairs from the highest weight down
 and gives each partition to the first member that still has room, room being ``ceil(P/N)`` for the first
 ``P mod N`` members to fill up and ``floor(P/N)`` for the rest: every member owns P/N ± 1 partitions, and a
-join or leave still moves close to the minimum (1.03-1.27x the 1/N share from 2 to 8 members, measured in
+join or leave still moves close to the minimum (1.03-1.27x the 1/N share on average from 2 to 8 members, up
+to ~1.8x seen with 9-12; measured in
 docs/benchmarks.md), a few of them between members that stay.
 
 Every member must compute the same assignment, so a member uses the balanced one only when every live
