@@ -258,16 +258,20 @@ def first_after_ms(job: StoredJob, cursor: Cursor) -> int:
     """Ticks strictly after this instant are still owed to the job."""
     if cursor.last_tick_ms is not None:
         return cursor.last_tick_ms
+    return first_tick_after_ms(job)
+
+
+def first_tick_after_ms(job: StoredJob) -> int:
+    """``first_after_ms`` of a job that has no cursor yet."""
     return to_ms(job.anchor) - 1  # a cron tick at exactly the start time fires
 
 
 def next_scheduled_ms(schedule: Schedule, after_ms: int, job: StoredJob) -> int | None:
     """The next nominal tick after ``after_ms`` (nominal) that the job may still fire: None if there is none
     that comes due before the job expires (its keys go with its TTL lease)."""
-    nxt = schedule.next_after(from_ms(after_ms))
-    if nxt is None:
+    ms = schedule.next_after_ms(after_ms)
+    if ms is None:
         return None
-    ms = to_ms(nxt)
     expires = job.expires_at
     if expires is not None and ms + job.offset_ms >= to_ms(expires):
         return None

@@ -32,6 +32,16 @@ def partition_of(tenant: str, name: str, partitions: int) -> int:
     return int.from_bytes(digest, "big") % partitions
 
 
+def cursor_of_job_key(job_key: bytes) -> bytes:
+    """The cursor key of a job spec key (``P/jobs/<pppp>/<tenant>/<name>``, as ``Keys.job`` builds it): the
+    same as ``Keys.cursor`` of its ref, without the partition hash. Tenants and names hold no ``/``, so the
+    last three segments are the job's wherever the prefix says ``jobs``."""
+    head, pppp, tenant, name = job_key.rsplit(b"/", 3)
+    if not head.endswith(b"/jobs"):
+        raise ValueError(f"not a job key: {job_key!r}")
+    return b"/".join((head[:-4] + b"cursors", pppp, tenant, name))
+
+
 def range_end(prefix: bytes) -> bytes:
     """The exclusive end of the key range that holds exactly the keys starting with ``prefix``."""
     trimmed = prefix.rstrip(b"\xff")

@@ -22,6 +22,12 @@ from etcdcron.keys import Keys
 log = logging.getLogger(__name__)
 
 
+BALANCED = "balanced"
+"""The ``assignment`` a member key advertises: this member computes the balanced partition assignment
+(partitions.py). Members of earlier versions advertise none and compute plain rendezvous; while one of them
+is live, every member computes that, so all agree on every owner during a rolling upgrade."""
+
+
 class MemberIdInUseError(EtcdCronError):
     """Another live process registered the same member id."""
 
@@ -53,7 +59,9 @@ class Membership:
         """Grant a lease and register under it; fails if the member id is held by a live process."""
         lease = await self.client.grant(self.lease_ttl)
         key = self.keys.member(self.member_id)
-        value = json.dumps({"id": self.member_id, "pid": os.getpid(), "host": socket.gethostname()}).encode()
+        value = json.dumps(
+            {"id": self.member_id, "pid": os.getpid(), "host": socket.gethostname(), "assignment": BALANCED}
+        ).encode()
         response = await self.client.txn([etcd.create_revision_is(key, 0)], [etcd.put(key, value, lease)])
         if not response.succeeded:
             await self.client.revoke(lease)

@@ -126,8 +126,11 @@ async def test_member_joining_a_running_pool_never_pauses_the_others(pool, etcd_
     before = assignment(keys.partitions, ["j0", "j1"])
     after = assignment(keys.partitions, ["j0", "j1", "j2"])
     moved = {p for p in range(keys.partitions) if before[p] != after[p]}
-    assert 0 < len(moved) < keys.partitions * 0.6, f"{len(moved)} partitions moved"
-    assert all(after[p] == "j2" for p in moved), "only partitions the newcomer wins may move"
+    # The newcomer takes its third; the balanced assignment moves a few more between the others (cascades).
+    assert sum(1 for p in moved if after[p] == "j2") == sum(1 for m in after.values() if m == "j2")
+    assert keys.partitions / 3 - 1 <= len(moved) <= keys.partitions / 3 * 1.3, (
+        f"{len(moved)} partitions moved"
+    )
     # A partition that did not move kept the very same key (same create revision, its fence) throughout:
     # it was never released or re-acquired, so its member never paused firing it.
     stayed = set(range(keys.partitions)) - moved

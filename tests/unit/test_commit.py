@@ -31,13 +31,12 @@ STORED = StoredJob(Job(name="j", schedule="@daily", max_runs=3), "id", datetime(
 PLAN = Plan((1000,), 0, 1000, 2000)
 
 
-def state(partition: int, i: int, *, final: bool = False, cursor_key: bytes | None = None) -> JobState:
+def state(partition: int, i: int, *, final: bool = False, name: str | None = None) -> JobState:
     job = JobState(
         STORED,
         STORED.schedule(),
         Cursor("id", runs=2 if final else 0),
-        f"/p/jobs/{partition:04d}/t/k{i}".encode(),
-        cursor_key or f"/p/cursors/{partition:04d}/t/k{i}".encode(),
+        f"/p/jobs/{partition:04d}/t/{name or f'k{i}'}".encode(),
         10,
         20,
         partition,
@@ -52,9 +51,9 @@ def state(partition: int, i: int, *, final: bool = False, cursor_key: bytes | No
 def test_chunks_respect_etcd_limits_never_repeat_a_key_and_keep_every_job(
     spec: list[tuple[int, bool, int]],
 ) -> None:
-    # Some jobs share a cursor key (a job's JSON copied under another key must never break a commit).
+    # Some jobs share their keys (two states of one job due together must never break a commit).
     jobs = [
-        state(p, i, final=final, cursor_key=b"shared" if dup == 0 else None)
+        state(p, i, final=final, name="shared" if dup == 0 else None)
         for i, (p, final, dup) in enumerate(spec)
     ]
     chunks = chunk_by_partition(jobs)

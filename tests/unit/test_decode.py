@@ -8,7 +8,15 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from etcdcron.decode import BadEntryError, cursor_for, decode_cursor, decode_job, member_id, partition_number
+from etcdcron.decode import (
+    BadEntryError,
+    cursor_for,
+    decode_cursor,
+    decode_job,
+    member_assignment,
+    member_id,
+    partition_number,
+)
 from etcdcron.firing import Cursor
 from etcdcron.job import CatchUp, Job, StoredJob
 from etcdcron.keys import Keys
@@ -144,3 +152,18 @@ def test_member_and_partition_keys() -> None:
     for bad in (b"/p/partitions/0256", b"/p/partitions/xyz", b"/p/partitions/12"):
         with pytest.raises(BadEntryError):
             partition_number(KEYS, bad)
+
+
+@pytest.mark.parametrize(
+    ("value", "assignment"),
+    [
+        (b'{"id": "m", "pid": 1, "host": "h", "assignment": "balanced"}', "balanced"),
+        (b'{"id": "m", "pid": 1, "host": "h"}', ""),  # a member of an earlier version
+        (b'{"assignment": 3}', ""),
+        (b"[1]", ""),
+        (b"\xff", ""),
+        (b"", ""),
+    ],
+)
+def test_a_member_key_says_which_assignment_it_computes(value: bytes, assignment: str) -> None:
+    assert member_assignment(value) == assignment

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from etcdcron.keys import Keys, partition_of, range_end
+from etcdcron.keys import Keys, cursor_of_job_key, partition_of, range_end
 
 names = st.from_regex(r"[a-z0-9]([-a-z0-9.]{0,20}[a-z0-9])?", fullmatch=True)
 tenants = st.from_regex(r"[a-z0-9]([-a-z0-9]{0,10}[a-z0-9])?", fullmatch=True)
@@ -32,6 +32,18 @@ def test_parse_job_key_inverts_job(tenant: str, name: str) -> None:
     ref = keys.ref(tenant, name)
     assert keys.parse_job_key(keys.job(ref)) == ref
     assert 0 <= ref.partition < 64
+
+
+@given(st.sampled_from(["/p", "/jobs", "/a/jobs/b", "/etcdcron"]), tenants, names)
+def test_a_cursor_key_derives_from_its_job_key(prefix: str, tenant: str, name: str) -> None:
+    keys = Keys(prefix, 256)
+    ref = keys.ref(tenant, name)
+    assert cursor_of_job_key(keys.job(ref)) == keys.cursor(ref)
+
+
+def test_a_cursor_key_derives_only_from_a_job_key() -> None:
+    with pytest.raises(ValueError, match="not a job key"):
+        cursor_of_job_key(Keys("/p").cursor(Keys("/p").ref("t", "n")))
 
 
 @given(tenants, tenants, names)

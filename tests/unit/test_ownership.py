@@ -65,3 +65,13 @@ def test_a_key_with_no_lease_is_freed_by_the_member_that_should_own_it() -> None
 def test_without_a_lease_nothing_is_desired_and_everything_is_released() -> None:
     result = plan(lease=0, holders={PA: Holder("a", 50, LEASE)}, held={PA: 50})
     assert result.desired == frozenset() and result.release == (PA,) and not result.acquire
+
+
+def test_while_any_member_computes_plain_rendezvous_everyone_does() -> None:
+    members = {"a", "b", "c"}
+    rendezvous = frozenset(p for p, m in assignment(256, members, balanced=False).items() if m == "a")
+    balanced = frozenset(p for p, m in assignment(256, members).items() if m == "a")
+    assert rendezvous != balanced
+    common = {"member_id": "a", "lease": LEASE, "partitions": 256, "members": members, "holders": {}}
+    assert plan_ownership(**common, holders_revision=1, held={}, balanced=False).desired == rendezvous
+    assert plan_ownership(**common, holders_revision=1, held={}).desired == balanced

@@ -751,3 +751,21 @@ def test_cronsim_resumes_from_a_copy_of_its_parsed_expression(expr: str) -> None
     assert vars(parsed) == state
     assert isinstance(parsed.days, frozenset)  # and shared between expressions
     assert parsed.days is parse(expr.replace("0 ", "1 ", 1)).days
+
+
+@settings(deadline=None, max_examples=200)
+@given(
+    st.sampled_from(["*/7 * * * * *", "30 2 * * *", "0 9 * * MON-FRI", "@every 90s", "17 */5 * * *"]),
+    st.sampled_from(["UTC", "Europe/Paris", "America/New_York"]),
+    st.integers(1_700_000_000_000, 1_800_000_000_000),
+    st.integers(0, 3),
+)
+def test_next_after_ms_is_next_after_in_milliseconds(expr: str, zone: str, after_ms: int, steps: int) -> None:
+    schedule = parse_schedule(expr, zone, anchor=datetime(2024, 1, 1, tzinfo=UTC))
+    for _ in range(steps + 1):  # walking forward answers from the tick window too
+        nxt = schedule.next_after(datetime.fromtimestamp(after_ms / 1000, UTC))
+        expected = None if nxt is None else int(nxt.timestamp() * 1000)
+        assert schedule.next_after_ms(after_ms) == expected
+        if expected is None:
+            break
+        after_ms = expected + (after_ms % 3) - 1  # just before, on, or just after the tick

@@ -290,14 +290,14 @@ class Member:
         plan = self.ownership.plan(self.membership.lease)
         for p in plan.drop:
             self.ownership.drop(p, "partition key gone")
-        for p in plan.release:
-            await self.ownership.release(p)
         for p, create_revision in plan.free:
             await self.ownership.free(p, create_revision)
-        for p in plan.acquire:
-            lease = self.membership.lease
-            if not self.fire_loop.closing.is_set() and self.ownership.should_acquire(p, lease):
-                await self._loaded(p, await self.ownership.acquire(p, lease))
+        # Free partitions first (a leaver's are waited for), then the hand-overs (each waits for its
+        # partition's commits and deliveries to settle).
+        await self.ownership.acquire_all(
+            plan.acquire, lambda: self.membership.lease, self._loaded, self.fire_loop.closing.is_set
+        )
+        await self.ownership.release_all(plan.release)
         if self.membership.lease and plan.desired == self.table.partitions.keys():
             self.settled.set()
         else:

@@ -8,17 +8,23 @@ key with no lease that would block a partition forever) and acquire. ``Ownership
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Set
+from collections.abc import Awaitable, Callable, Mapping, Sequence, Set
 from dataclasses import dataclass
 
 from etcdcron import etcd
+from etcdcron.errors import EtcdUnavailableError
 from etcdcron.etcd import EtcdClient
 from etcdcron.keys import Keys
-from etcdcron.partitions import owned_by, owner
+from etcdcron.partitions import owned_by
 from etcdcron.pool.jobtable import JobTable, Loaded
 
 log = logging.getLogger("etcdcron.pool")
+
+ACQUIRE_AHEAD = 2
+"""Partitions acquired and loaded at once: parsing one's jobs holds the event loop, the next one's
+transaction and reads are in flight meanwhile, so etcd and the member work at the same time."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,10 +53,12 @@ def plan_ownership(
     holders: Mapping[int, Holder],
     holders_revision: int,
     held: Mapping[int, int],
+    balanced: bool = True,
 ) -> OwnershipPlan:
     """``held`` maps the partitions we hold to their fences; ``holders_revision`` is how far the mirror of
-    partition keys has read (a key we created after it is not known to be missing)."""
-    desired = owned_by(member_id, partitions, members) if lease else frozenset()
+    partition keys has read (a key we created after it is not known to be missing); ``balanced``: every
+    live member computes the balanced assignment (partitions.py)."""
+    desired = owned_by(member_id, partitions, members, balanced=balanced) if lease else frozenset()
     drop, release = [], []
     for p, fence in sorted(held.items()):
         holder = holders.get(p)
@@ -84,6 +92,7 @@ class Ownership:
         self.table = table
         self.member_id = member_id
         self.members: set[str] = set()
+        self.rendezvous_only: set[str] = set()  # live members that do not compute the balanced assignment
         self.holders: dict[int, Holder] = {}
         self.holders_revision = 0
 
@@ -96,14 +105,20 @@ class Ownership:
             self.holders,
             self.holders_revision,
             self.table.fences(),
+            self.balanced,
         )
+
+    @property
+    def balanced(self) -> bool:
+        """Every live member computes the balanced assignment (older ones compute plain rendezvous)."""
+        return not self.rendezvous_only & self.members
 
     def should_acquire(self, p: int, lease: int) -> bool:
         """Still free and still ours by the member set as it is now (loading earlier ones took a while)."""
         return (
             bool(lease)
             and p not in self.holders
-            and owner(p, self.members | {self.member_id}) == self.member_id
+            and p in owned_by(self.member_id, self.keys.partitions, self.members, balanced=self.balanced)
         )
 
     def drop(self, p: int, why: str) -> None:
@@ -139,4 +154,54 @@ class Ownership:
             return None
         self.table.add(p, response.header.revision)
         log.debug("member %s acquired partition %d", self.member_id, p)
-        return await self.table.load(p)
+        try:
+            return await self.table.load(p)
+        except BaseException:
+            # Never loaded, it would sit owned and silent: give it up; the next reconcile frees the key (ours,
+            # untracked) and takes the partition again.
+            self.drop(p, "its first load failed")
+            raise
+
+    async def acquire_all(
+        self,
+        partitions: Sequence[int],
+        lease: Callable[[], int],
+        loaded: Callable[[int, Loaded | None], Awaitable[None]],
+        closing: Callable[[], bool],
+    ) -> None:
+        """Acquire and load ``partitions``, ``ACQUIRE_AHEAD`` at a time, each checked just before it is taken
+        (``should_acquire``: loading the earlier ones took a while); ``loaded`` is told of each. After a
+        failure no more are taken, the ones in progress finish, and the failure is raised."""
+        todo = iter(partitions)
+        failed = False
+
+        async def worker() -> None:
+            nonlocal failed
+            for p in todo:
+                if failed or closing() or not self.should_acquire(p, lease()):
+                    continue
+                try:
+                    await loaded(p, await self.acquire(p, lease()))
+                except Exception:
+                    failed = True
+                    raise
+
+        await _all([worker() for _ in range(min(ACQUIRE_AHEAD, len(partitions)))])
+
+    async def release_all(self, partitions: Sequence[int]) -> None:
+        """Hand ``partitions`` over at once: each waits up to ``HANDOVER_SECONDS`` for its commits and
+        deliveries, so one after the other, the balanced assignment's few moves between staying members
+        would keep the new owner waiting seconds each."""
+        await _all([self.release(p) for p in partitions])
+
+
+async def _all(steps: Sequence[Awaitable[None]]) -> None:
+    """Run ``steps`` together to the end; then raise the first failure, a bug's before etcd's absence."""
+    results = await asyncio.gather(*steps, return_exceptions=True)
+    errors = sorted((r for r in results if isinstance(r, BaseException)), key=_etcd_unavailable)
+    if errors:
+        raise errors[0]
+
+
+def _etcd_unavailable(error: BaseException) -> bool:
+    return isinstance(error, EtcdUnavailableError)

@@ -80,7 +80,7 @@ class Recovery:
         return None
 
     async def restore(self, p: int, snapshot: PartitionSnapshot) -> None:
-        specs = {kv.key: kv for kv in snapshot.jobs}
+        specs = {kv.key: kv for kv in snapshot.jobs} if snapshot.inflight else {}
         for kv in snapshot.inflight:
             # Ours in progress, or settled here with the acknowledgement not yet written: not again.
             settling = self.settlements.settling(p, kv.key, snapshot.revision)

@@ -9,10 +9,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from etcdcron.decode import BadEntryError, member_id, partition_number
+from etcdcron.decode import BadEntryError, member_assignment, member_id, partition_number
 from etcdcron.errors import EtcdUnavailableError
 from etcdcron.etcd import EtcdClient, KeyValue, WatchBatch, WatchEvent
 from etcdcron.keys import Keys, range_end
+from etcdcron.membership import BALANCED
 from etcdcron.pool.messages import JobEvents, JobsWatchRestarted, Message, RunRequests
 from etcdcron.pool.ownership import Holder, Ownership
 from etcdcron.pool.reporting import Reporter
@@ -54,6 +55,7 @@ async def mirror_members(
 ) -> None:
     def reset() -> None:
         ownership.members.clear()
+        ownership.rendezvous_only.clear()
 
     def apply(kv: KeyValue, put: bool) -> None:
         try:
@@ -65,6 +67,8 @@ async def mirror_members(
                 reporter.bad_entry(e, kv.mod_revision)
             return
         (ownership.members.add if put else ownership.members.discard)(member)
+        rendezvous = put and member_assignment(kv.value) != BALANCED
+        (ownership.rendezvous_only.add if rendezvous else ownership.rendezvous_only.discard)(member)
 
     await _mirror(client, keys.members_root(), reset, apply, lambda _: None, changed, reporter)
 
