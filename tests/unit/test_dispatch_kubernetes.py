@@ -26,7 +26,7 @@ def test_the_connection_pool_holds_a_connection_per_worker(workers):
     assert own.configuration.connection_pool_maxsize == workers
     assert own.rest_client.pool_manager.connection_pool_kw["maxsize"] == workers
     assert dispatcher._executor._max_workers == workers
-    assert dispatcher.batch.api_client is own and dispatcher.custom.api_client is own
+    assert dispatcher.batch.api_client is own
     assert given.configuration.connection_pool_maxsize == before
 
 
