@@ -48,7 +48,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections import Counter, defaultdict
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -56,10 +56,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import _harness as h
 import yaml
 from kubernetes import client
 
+import _harness as h
 from etcdcron.localetcd import free_port
 from etcdcron.testing import ControlPlane
 
@@ -139,8 +139,11 @@ class Operator:
         argv += ["--metrics-port", str(self.metrics), "--health-port", str(self.health)]
         argv += ["--kubeconfig", str(kubeconfig)]
         self.proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
-            preexec_fn=h._KILL_WITH_PARENT,  # noqa: SLF001 - the harness's own hook
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=h._KILL_WITH_PARENT,
         )
 
     @property
@@ -149,7 +152,7 @@ class Operator:
 
     def ready(self) -> bool:
         try:
-            with h._DIRECT.open(f"http://127.0.0.1:{self.health}/readyz", timeout=2) as r:  # noqa: SLF001
+            with h._DIRECT.open(f"http://127.0.0.1:{self.health}/readyz", timeout=2) as r:
                 return bool(r.status == 200)
         except (OSError, urllib.request.HTTPError):
             return False
@@ -285,7 +288,11 @@ class Usage:
         for k, p in self.pids.items():
             mem = h.memory_kb(p)
             cpu = 100 * (h.cpu_seconds(p) - self.cpu0[k]) / elapsed
-            out[k] = {"cpu_pct": round(cpu, 1), "rss_mb": mem["VmRSS"] // 1024, "peak_mb": mem["VmHWM"] // 1024}
+            out[k] = {
+                "cpu_pct": round(cpu, 1),
+                "rss_mb": mem["VmRSS"] // 1024,
+                "peak_mb": mem["VmHWM"] // 1024,
+            }
         return out
 
 
@@ -299,9 +306,13 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         "--audit-log-mode=batch",
         "--audit-log-maxsize=0",
     ]
-    kcm_args = [f"--kube-api-qps={args.kcm_qps}", f"--kube-api-burst={2 * args.kcm_qps}"] if args.kcm_qps else []
+    kcm_args = (
+        [f"--kube-api-qps={args.kcm_qps}", f"--kube-api-burst={2 * args.kcm_qps}"] if args.kcm_qps else []
+    )
     operators: list[Operator] = []
-    cp = ControlPlane(controller_manager=True, apiserver_args=apiserver_args, controller_manager_args=kcm_args)
+    cp = ControlPlane(
+        controller_manager=True, apiserver_args=apiserver_args, controller_manager_args=kcm_args
+    )
     etcd = h.BenchEtcd(extra_args=())
     profiler = h.Profiler(Path(args.profile)) if args.profile else None
     try:
@@ -353,7 +364,10 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     dcjs = {k: v for k, v in created.items() if k.startswith("dcj-")}
     cjs = {k: v for k, v in created.items() if k.startswith("cj-")}
     ws, we = t1, window_end
-    ours_rates, theirs_rates = rates(seen["requests"]["ours"], ws, we), rates(seen["requests"]["theirs"], ws, we)
+    ours_rates, theirs_rates = (
+        rates(seen["requests"]["ours"], ws, we),
+        rates(seen["requests"]["theirs"], ws, we),
+    )
     status_writes = ours_rates.get("patch distributedcronjobs/status", 0.0)
     result = {
         "resources": n,
@@ -399,15 +413,21 @@ def sample_annotations(cp: ControlPlane) -> str:
 
 def print_table(r: dict[str, Any]) -> None:
     o, t = r["ours"], r["theirs"]
-    print(f"\n## operator at scale: {r['resources']} resources each side, {r['replicas']} replicas, "
-          f"apply {r['apply_s']} s, window {r['window_s']} s, load {r['load_before']} -> {r['load_window_end']}")
+    print(
+        f"\n## operator at scale: {r['resources']} resources each side, {r['replicas']} replicas, "
+        f"apply {r['apply_s']} s, window {r['window_s']} s, load {r['load_before']} -> {r['load_window_end']}"
+    )
     print("| side | ticks | missing | p50 ms | p99 ms | max ms | all firing after (s) | requests/s |")
     print("|---|---|---|---|---|---|---|---|")
     for label, x, side in (("DistributedCronJob → Event", o, "ours"), ("CronJob → Job (kcm)", t, "theirs")):
-        print(f"| {label} | {x['ticks']} | {x['missing']} | {x['p50_ms']} | {x['p99_ms']} | {x['max_ms']} | "
-              f"{x['all_firing_s']} | {r['requests_total_per_s'][side]} |")
-    print(f"\nstatus writes: {r['status_writes_per_s']}/s = {r['status_writes_per_resource_per_period']} "
-          f"per resource per {PERIOD} s period (kcm QPS: {r['kcm_qps']})")
+        print(
+            f"| {label} | {x['ticks']} | {x['missing']} | {x['p50_ms']} | {x['p99_ms']} | {x['max_ms']} | "
+            f"{x['all_firing_s']} | {r['requests_total_per_s'][side]} |"
+        )
+    print(
+        f"\nstatus writes: {r['status_writes_per_s']}/s = {r['status_writes_per_resource_per_period']} "
+        f"per resource per {PERIOD} s period (kcm QPS: {r['kcm_qps']})"
+    )
     for side in ("ours", "theirs"):
         print(f"{side} requests/s: " + ", ".join(f"{k} {v}" for k, v in r["requests_per_s"][side].items()))
     print("| process | CPU % of a core | RSS MB | peak MB |\n|---|---|---|---|")
@@ -424,7 +444,9 @@ def main() -> int:
     p.add_argument("--window", type=float, default=150.0, help="seconds measured after the last creation")
     p.add_argument("--grace", type=float, default=20.0, help="seconds a late object may still come")
     p.add_argument("--apply-threads", type=int, default=8)
-    p.add_argument("--kcm-qps", type=int, default=0, help="kube-controller-manager --kube-api-qps (0: its default)")
+    p.add_argument(
+        "--kcm-qps", type=int, default=0, help="kube-controller-manager --kube-api-qps (0: its default)"
+    )
     p.add_argument("--profile", help="py-spy every replica during the window; raw stacks in this dir")
     p.add_argument("--json", help="also write the result here")
     p.add_argument("--max-seconds", type=float, default=1200.0, help="hard bound of the whole run")

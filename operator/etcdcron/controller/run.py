@@ -10,6 +10,7 @@ import contextlib
 import logging
 import signal
 import socket
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import kopf
@@ -18,6 +19,7 @@ from prometheus_client import Gauge, start_http_server
 
 from etcdcron.controller import handlers, logs, webhook
 from etcdcron.controller.credentials import kubernetes_api
+from etcdcron.controller.keeper import StatusKeeper
 from etcdcron.controller.leader import LeaderElection
 from etcdcron.controller.mirror import Mirror
 from etcdcron.controller.reconcile import Context
@@ -32,6 +34,9 @@ from etcdcron.settings import PoolSettings
 log = logging.getLogger(__name__)
 LEADER = Gauge("etcdcron_reconciler_leader", "1 while this replica is the elected reconciler, else 0")
 ETCD_PROBE_TIMEOUT = 2.0
+CLIENT_THREADS = 32
+"""Threads of the blocking Kubernetes client (each tick's Event or Job is created in one): asyncio's default
+of min(32, cores + 4), 6 on 2 cores, would cap a replica at 6 requests in flight."""
 KOPF_STOP_TIMEOUT = 15.0
 
 
@@ -121,7 +126,11 @@ def _serve_metrics(address: str, port: int) -> None:
 
 
 async def run_operator(settings: OperatorSettings, stop: asyncio.Event) -> None:
-    api = kubernetes_api(settings.kubeconfig)  # first: a credentials problem is one line, nothing started
+    # First: a credentials problem is one line, nothing started. A connection per thread that uses it.
+    api = kubernetes_api(settings.kubeconfig, connections=CLIENT_THREADS + StatusKeeper.WORKERS)
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(CLIENT_THREADS, thread_name_prefix="kubernetes")
+    )
     if settings.metrics_port:
         _serve_metrics(settings.bind_address, settings.metrics_port)
     pool = PoolSettings(tuple(settings.endpoints), settings.prefix, settings.member_id, settings.lease_ttl)
@@ -149,6 +158,9 @@ async def run_operator(settings: OperatorSettings, stop: asyncio.Event) -> None:
         LEADER.set(1)
         kopf_stop, watching = asyncio.Event(), asyncio.Event()
         readiness.watching = watching
+        keeper = StatusKeeper(memo.context)
+        memo.keeper = keeper  # before kopf starts: its handlers feed it
+        writer = asyncio.create_task(keeper.run())
         reconciler = asyncio.create_task(
             kopf.operator(
                 registry=handlers.registry,
@@ -161,8 +173,11 @@ async def run_operator(settings: OperatorSettings, stop: asyncio.Event) -> None:
         )
         waiters = [asyncio.create_task(lost.wait()), asyncio.create_task(stop.wait())]
         try:
-            done, _ = await asyncio.wait([reconciler, *waiters], return_when=asyncio.FIRST_COMPLETED)
-            if reconciler in done:
+            done, _ = await asyncio.wait([reconciler, writer, *waiters], return_when=asyncio.FIRST_COMPLETED)
+            if writer in done:  # only an unexpected error ends it: loud, and the replica stops
+                log.error("the status writer failed: %r", writer.exception())
+                stop.set()
+            elif reconciler in done:
                 stop.set()  # kopf stopped on its own (it traps SIGTERM/SIGINT while it runs): shut down
             elif lost.is_set():
                 log.warning("%s lost the reconciler lease: the reconciler stops here", settings.member_id)
@@ -170,8 +185,11 @@ async def run_operator(settings: OperatorSettings, stop: asyncio.Event) -> None:
             for waiter in waiters:
                 waiter.cancel()
             kopf_stop.set()
+            writer.cancel()
             with contextlib.suppress(Exception, asyncio.CancelledError, TimeoutError):
                 await asyncio.wait_for(reconciler, KOPF_STOP_TIMEOUT)
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await writer
             LEADER.set(0)
             _install_signals(stop)
 
