@@ -129,12 +129,13 @@ def operator_kubeconfig(admin: Path, folder: Path) -> Path:
 class Operator:
     """``etcdcron operator`` as a child that dies with this process; stderr/stdout to a log file."""
 
-    def __init__(self, index: int, etcd: str, kubeconfig: Path, log_dir: Path) -> None:
+    def __init__(self, index: int, etcd: str, kubeconfig: Path, log_dir: Path, verbose: bool = False) -> None:
         self.name = f"op-{index}"
         self.health, self.metrics = free_port(), free_port()
         self.log_path = log_dir / f"{self.name}.log"
         self._log = self.log_path.open("wb")
-        argv = [sys.executable, "-m", "etcdcron.cli", "operator", "--endpoints", etcd, "--prefix", "/bench"]
+        argv = [sys.executable, "-m", "etcdcron.cli", "operator", *(["-v"] if verbose else [])]
+        argv += ["--endpoints", etcd, "--prefix", "/bench"]
         argv += ["--member-id", self.name, "--lease-ttl", "5", "--bind-address", "127.0.0.1"]
         argv += ["--metrics-port", str(self.metrics), "--health-port", str(self.health)]
         argv += ["--kubeconfig", str(kubeconfig)]
@@ -174,6 +175,22 @@ class Operator:
 
     def tail(self, n: int = 20) -> str:
         return "".join(self.log_path.read_text(errors="replace").splitlines(True)[-n:])
+
+
+class GilProfiler(h.Profiler):
+    """py-spy ``--gil``: only the thread holding the GIL is sampled, so threads blocked on a socket (the
+    client's workers) do not drown what uses the CPU."""
+
+    def attach(self, name: str, pid: int, duration: float) -> None:
+        raw = self.out_dir / f"{name}.txt"
+        argv = [h.PY_SPY, "record", "--pid", str(pid), "--rate", str(self.rate), "--gil", "--nonblocking"]
+        argv += ["--duration", str(max(1, int(duration))), "--format", "raw", "--output", str(raw)]
+        log_file = (self.out_dir / f"{name}.py-spy.log").open("wb")
+        proc = subprocess.Popen(
+            argv, stdout=log_file, stderr=subprocess.STDOUT, preexec_fn=h._KILL_WITH_PARENT
+        )
+        log_file.close()
+        self.procs.append((name, proc, raw))
 
 
 def wait(what: str, check: Any, timeout: float, interval: float = 0.5) -> None:
@@ -314,7 +331,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         controller_manager=True, apiserver_args=apiserver_args, controller_manager_args=kcm_args
     )
     etcd = h.BenchEtcd(extra_args=())
-    profiler = h.Profiler(Path(args.profile)) if args.profile else None
+    profiler = GilProfiler(Path(args.profile)) if args.profile else None
     try:
         cp.start()
         h.log(f"control plane up in {cp.startup_seconds:.1f}s")
@@ -324,7 +341,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             kubectl(cp.kubeconfig, "create", "namespace", ns)
         etcd.start()
         config = operator_kubeconfig(cp.kubeconfig, tmp)
-        operators = [Operator(i, etcd.endpoint, config, tmp) for i in range(args.replicas)]
+        operators = [Operator(i, etcd.endpoint, config, tmp, args.verbose) for i in range(args.replicas)]
         wait("every replica ready", lambda: all(o.ready() for o in operators), 90)
         leader = next((o for o in operators if o.leader()), operators[0])
         h.log(f"{len(operators)} replicas ready, {leader.name} leads; applying {n} + {n} resources")
@@ -355,6 +372,9 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     finally:
         for o in operators:
             o.stop()
+            if args.logs:
+                Path(args.logs).mkdir(parents=True, exist_ok=True)
+                shutil.copy(o.log_path, Path(args.logs) / o.log_path.name)
         profiles = profiler.finish() if profiler is not None else {}
         etcd.cleanup()
         cp.stop()  # the audit log's last batch is flushed
@@ -449,6 +469,8 @@ def main() -> int:
     )
     p.add_argument("--profile", help="py-spy every replica during the window; raw stacks in this dir")
     p.add_argument("--json", help="also write the result here")
+    p.add_argument("--logs", help="keep the replicas' logs in this dir")
+    p.add_argument("--verbose", action="store_true", help="replicas log at INFO (-v)")
     p.add_argument("--max-seconds", type=float, default=1200.0, help="hard bound of the whole run")
     args = p.parse_args()
     h.install_time_bound(args.max_seconds)

@@ -106,3 +106,22 @@ def test_meaning_changes_with_generation_deletion_and_dispatch_failure_only() ->
     deleting = {**body, "metadata": {**body["metadata"], "deletionTimestamp": "2026-11-28T12:00:00Z"}}
     failing = {**body, "status": {"dispatchFailure": {"message": "quota"}}}
     assert len({base, cadence.meaning(newer), cadence.meaning(deleting), cadence.meaning(failing)}) == 4
+
+
+@pytest.mark.parametrize(
+    ("shown", "wake_s", "expiry_s", "expected_s"),
+    [
+        ("2026-11-28T12:00:30.000Z", 5, None, 28),  # NEXT beyond the interval: just before it, not at +5
+        ("2026-11-28T12:05:00.000Z", 5, None, 60),  # ... but at least every LONGEST
+        ("2026-11-28T12:00:30.000Z", 5, 20, 20),  # ... and at the expiry
+        ("2026-11-28T12:00:05.000Z", 3, None, 3),  # NEXT about to come: as desired_status asked
+        (None, 5, None, 60),  # nothing will fire (suspended, complete): every LONGEST
+        ("2026-11-28T12:00:06.000Z", 5, None, 5),  # a fast schedule: every interval
+    ],
+)
+def test_next_look(shown: str | None, wake_s: float, expiry_s: float | None, expected_s: float) -> None:
+    status = {"nextScheduleTime": shown} if shown else {}
+    expiry = NOW + timedelta(seconds=expiry_s) if expiry_s is not None else None
+    wake = to_ms(NOW) + int(wake_s * 1000)
+    got = cadence.next_look_ms(status, wake, NOW, timedelta(seconds=5), expiry)
+    assert got == to_ms(NOW) + int(expected_s * 1000)

@@ -64,8 +64,9 @@ class TokenBucket:
 class StatusKeeper:
     """Status of every resource the elected reconciler serves (see the module docstring)."""
 
-    WORKERS = 8
-    """Looks in flight at once (each may wait on etcd and on a status patch in its own thread)."""
+    WORKERS = 32
+    """Looks in flight at once (each waits on etcd, then on a status patch in a thread of its own): the
+    rate limit, not the API server's latency under load, should be what bounds the writes."""
 
     def __init__(self, context: Context, rate: float = cadence.RATE, workers: int = WORKERS) -> None:
         self.context = context
