@@ -463,7 +463,7 @@ def main() -> int:
     p.add_argument("--replicas", type=int, default=3)
     p.add_argument("--window", type=float, default=150.0, help="seconds measured after the last creation")
     p.add_argument("--grace", type=float, default=20.0, help="seconds a late object may still come")
-    p.add_argument("--apply-threads", type=int, default=8)
+    p.add_argument("--apply-threads", type=int, default=24)
     p.add_argument(
         "--kcm-qps", type=int, default=0, help="kube-controller-manager --kube-api-qps (0: its default)"
     )
@@ -480,9 +480,9 @@ def main() -> int:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     result["machine"] = h.machine()
-    print_table(result)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2, default=str))
+    print_table(result)
     return 0
 
 

@@ -181,8 +181,9 @@ class StatusKeeper:
     async def _look_once(self, ref: Ref) -> None:
         try:
             due_ms = await self.look(ref)
-        except (EtcdCronError, ApiException) as e:
-            log.warning("%s/%s: status not kept now: %s", *ref, e)
+        except (EtcdCronError, ApiException) as e:  # 429 under load, etcd away: again shortly
+            why = api_error(e) if isinstance(e, ApiException) else str(e)
+            log.warning("%s/%s: status not kept now, again in %.0fs: %s", *ref, RETRY_SECONDS, why)
             due_ms = to_ms(utcnow()) + int(RETRY_SECONDS * 1000)
         finally:
             self._busy.discard(ref)
