@@ -64,7 +64,7 @@ class TokenBucket:
 class StatusKeeper:
     """Status of every resource the elected reconciler serves (see the module docstring)."""
 
-    WORKERS = 32
+    WORKERS = 16
     """Looks in flight at once (each waits on etcd, then on a status patch in a thread of its own): the
     rate limit, not the API server's latency under load, should be what bounds the writes."""
 
