@@ -36,8 +36,8 @@ LEADER = Gauge("etcdcron_reconciler_leader", "1 while this replica is the electe
 ETCD_PROBE_TIMEOUT = 2.0
 CLIENT_THREADS = 16
 """Threads of the blocking Kubernetes client (each tick's Event or Job is created in one): asyncio's default
-of min(32, cores + 4), 6 on 2 cores, would cap a replica at 6 requests in flight; many more only queue at the API server (and meet its
-429 once 200 writes are in flight)."""
+of min(32, cores + 4), 6 on 2 cores, would cap a replica at 6 requests in flight; many more only queue at
+the API server (and meet its 429 once 200 writes are in flight)."""
 KOPF_STOP_TIMEOUT = 15.0
 
 
