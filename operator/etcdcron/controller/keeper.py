@@ -175,8 +175,11 @@ class StatusKeeper:
                 wait_ms = 60_000
             if self._failure is not None:
                 return None
+            # asyncio.timeout, not wait_for: no inner task, which kopf would cancel as one of its own when
+            # it stops (it cancels every task created after it started)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), wait_ms / 1000)
+                async with asyncio.timeout(wait_ms / 1000):
+                    await self._wake.wait()
 
     async def _look_once(self, ref: Ref) -> None:
         try:

@@ -176,7 +176,8 @@ async def run_operator(settings: OperatorSettings, stop: asyncio.Event) -> None:
         try:
             done, _ = await asyncio.wait([reconciler, writer, *waiters], return_when=asyncio.FIRST_COMPLETED)
             if writer in done:  # only an unexpected error ends it: loud, and the replica stops
-                log.error("the status writer failed: %r", writer.exception())
+                why = "cancelled" if writer.cancelled() else repr(writer.exception())
+                log.error("the status writer stopped: %s", why)
                 stop.set()
             elif reconciler in done:
                 stop.set()  # kopf stopped on its own (it traps SIGTERM/SIGINT while it runs): shut down
