@@ -129,7 +129,15 @@ def operator_kubeconfig(admin: Path, folder: Path) -> Path:
 class Operator:
     """``etcdcron operator`` as a child that dies with this process; stderr/stdout to a log file."""
 
-    def __init__(self, index: int, etcd: str, kubeconfig: Path, log_dir: Path, verbose: bool = False) -> None:
+    def __init__(
+        self,
+        index: int,
+        etcd: str,
+        kubeconfig: Path,
+        log_dir: Path,
+        verbose: bool = False,
+        pythonpath: str = "",
+    ) -> None:
         self.name = f"op-{index}"
         self.health, self.metrics = free_port(), free_port()
         self.log_path = log_dir / f"{self.name}.log"
@@ -139,8 +147,10 @@ class Operator:
         argv += ["--member-id", self.name, "--lease-ttl", "5", "--bind-address", "127.0.0.1"]
         argv += ["--metrics-port", str(self.metrics), "--health-port", str(self.health)]
         argv += ["--kubeconfig", str(kubeconfig)]
+        env = {**os.environ, "PYTHONPATH": pythonpath} if pythonpath else None
         self.proc = subprocess.Popen(
             argv,
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -341,7 +351,10 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             kubectl(cp.kubeconfig, "create", "namespace", ns)
         etcd.start()
         config = operator_kubeconfig(cp.kubeconfig, tmp)
-        operators = [Operator(i, etcd.endpoint, config, tmp, args.verbose) for i in range(args.replicas)]
+        operators = [
+            Operator(i, etcd.endpoint, config, tmp, args.verbose, args.operator_pythonpath)
+            for i in range(args.replicas)
+        ]
         wait("every replica ready", lambda: all(o.ready() for o in operators), 90)
         leader = next((o for o in operators if o.leader()), operators[0])
         h.log(f"{len(operators)} replicas ready, {leader.name} leads; applying {n} + {n} resources")
@@ -393,6 +406,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         "resources": n,
         "replicas": args.replicas,
         "kcm_qps": args.kcm_qps or "default (20)",
+        "operator_tree": args.operator_pythonpath or "this tree",
         "apply_s": round(t1 - t0, 1),
         "window_s": args.window,
         "load_before": load_before,
@@ -437,6 +451,7 @@ def print_table(r: dict[str, Any]) -> None:
         f"\n## operator at scale: {r['resources']} resources each side, {r['replicas']} replicas, "
         f"apply {r['apply_s']} s, window {r['window_s']} s, load {r['load_before']} -> {r['load_window_end']}"
     )
+    print(f"operators from: {r['operator_tree']}")
     print("| side | ticks | missing | p50 ms | p99 ms | max ms | all firing after (s) | requests/s |")
     print("|---|---|---|---|---|---|---|---|")
     for label, x, side in (("DistributedCronJob → Event", o, "ours"), ("CronJob → Job (kcm)", t, "theirs")):
@@ -470,6 +485,11 @@ def main() -> int:
     p.add_argument("--profile", help="py-spy every replica during the window; raw stacks in this dir")
     p.add_argument("--json", help="also write the result here")
     p.add_argument("--logs", help="keep the replicas' logs in this dir")
+    p.add_argument(
+        "--operator-pythonpath",
+        default="",
+        help="PYTHONPATH of the replicas only (another tree's operator/, e.g. an older version to compare)",
+    )
     p.add_argument("--verbose", action="store_true", help="replicas log at INFO (-v)")
     p.add_argument("--max-seconds", type=float, default=1200.0, help="hard bound of the whole run")
     args = p.parse_args()
