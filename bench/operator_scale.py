@@ -137,6 +137,7 @@ class Operator:
         log_dir: Path,
         verbose: bool = False,
         pythonpath: str = "",
+        lease_ttl: int = 5,
     ) -> None:
         self.name = f"op-{index}"
         self.health, self.metrics = free_port(), free_port()
@@ -144,7 +145,7 @@ class Operator:
         self._log = self.log_path.open("wb")
         argv = [sys.executable, "-m", "etcdcron.cli", "operator", *(["-v"] if verbose else [])]
         argv += ["--endpoints", etcd, "--prefix", "/bench"]
-        argv += ["--member-id", self.name, "--lease-ttl", "5", "--bind-address", "127.0.0.1"]
+        argv += ["--member-id", self.name, "--lease-ttl", str(lease_ttl), "--bind-address", "127.0.0.1"]
         argv += ["--metrics-port", str(self.metrics), "--health-port", str(self.health)]
         argv += ["--kubeconfig", str(kubeconfig)]
         env = {**os.environ, "PYTHONPATH": pythonpath} if pythonpath else None
@@ -337,6 +338,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         [f"--kube-api-qps={args.kcm_qps}", f"--kube-api-burst={2 * args.kcm_qps}"] if args.kcm_qps else []
     )
     operators: list[Operator] = []
+    churn: dict[str, dict[str, int]] = {}
     cp = ControlPlane(
         controller_manager=True, apiserver_args=apiserver_args, controller_manager_args=kcm_args
     )
@@ -385,6 +387,11 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     finally:
         for o in operators:
             o.stop()
+            text = o.log_path.read_text(errors="replace")
+            churn[o.name] = {
+                "lost": text.count("lost its lease"),
+                "unelected": text.count("lost the reconciler lease"),
+            }
             if args.logs:
                 Path(args.logs).mkdir(parents=True, exist_ok=True)
                 shutil.copy(o.log_path, Path(args.logs) / o.log_path.name)
@@ -422,6 +429,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         },
         "usage": used,
         "annotation_check": samples,
+        "leases": churn,
     }
     if profiles:
         result["profiles"] = {k: h.summarise_collapsed([p]) for k, p in profiles.items()}
@@ -451,7 +459,7 @@ def print_table(r: dict[str, Any]) -> None:
         f"\n## operator at scale: {r['resources']} resources each side, {r['replicas']} replicas, "
         f"apply {r['apply_s']} s, window {r['window_s']} s, load {r['load_before']} -> {r['load_window_end']}"
     )
-    print(f"operators from: {r['operator_tree']}")
+    print(f"operators from: {r['operator_tree']}; leases lost, reconciler seat lost: {r['leases']}")
     print("| side | ticks | missing | p50 ms | p99 ms | max ms | all firing after (s) | requests/s |")
     print("|---|---|---|---|---|---|---|---|")
     for label, x, side in (("DistributedCronJob → Event", o, "ours"), ("CronJob → Job (kcm)", t, "theirs")):
@@ -476,6 +484,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--resources", type=int, default=1000, help="DistributedCronJobs, and as many CronJobs")
     p.add_argument("--replicas", type=int, default=3)
+    p.add_argument("--lease-ttl", type=int, default=5, help="the replicas' --lease-ttl (theirs by default)")
     p.add_argument("--window", type=float, default=150.0, help="seconds measured after the last creation")
     p.add_argument("--grace", type=float, default=20.0, help="seconds a late object may still come")
     p.add_argument("--apply-threads", type=int, default=24)

@@ -23,7 +23,7 @@ from etcdcron.controller.credentials import connection_info
 from etcdcron.controller.keeper import StatusKeeper, observe, warn_on_change
 from etcdcron.controller.reconcile import Context
 from etcdcron.controller.resource import expires_at, utcnow
-from etcdcron.controller.status import desired_status, status_patch, urgent
+from etcdcron.controller.status import COUNTERS, desired_status, status_patch
 from etcdcron.errors import EtcdCronError
 from etcdcron.k8s_resource import GROUP, PLURAL, VERSION, api_error
 
@@ -72,7 +72,8 @@ def track(event: Any, memo: Any, **_: Any) -> None:
 @kopf.on.update(*RESOURCE, id="mirror", registry=registry, field="spec")
 async def mirror(body: kopf.Body, patch: kopf.Patch, memo: Any, **_: Any) -> None:
     """A spec change is mirrored at once, and its status written at once (a change of meaning); a
-    resource merely resumed (a new leader) has its counters left to the status writer's paced looks."""
+    resource merely resumed (a new leader) has its counters and NEXT left to the status writer, paced
+    (kopf's own patches are not: a new leader would send one per resource at once)."""
     plain = _plain(body)
     expiry = expires_at(plain)
     if expiry is not None and utcnow() >= expiry:
@@ -85,9 +86,11 @@ async def mirror(body: kopf.Body, patch: kopf.Patch, memo: Any, **_: Any) -> Non
     now = utcnow()
     status, _wake = desired_status(plain, observed, now, keeper.interval())
     changes = status_patch(before, status)
-    if urgent(before, changes, now):
+    if set(changes) - COUNTERS:  # a condition, the generation: now; counters and NEXT: the status writer
         for key, value in changes.items():
             patch.status[key] = value
+    else:
+        keeper.look_now((plain["metadata"]["namespace"], plain["metadata"]["name"]))
     if before.get("dispatchFailure"):
         patch.status["dispatchFailure"] = None  # a new spec: the next tick says whether it still fails
     await warn_on_change(plain, before, status, _ctx(memo))

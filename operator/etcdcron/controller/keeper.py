@@ -304,4 +304,3 @@ async def warn_on_change(body: Any, before: dict[str, Any], after: dict[str, Any
         await asyncio.to_thread(record_warning, core, *args)
     except ApiException as e:
         log.warning("%s/%s: could not record a Warning: %s", meta["namespace"], meta["name"], api_error(e))
-
