@@ -61,9 +61,10 @@ def _keeper(memo: Any) -> StatusKeeper:
 
 
 @kopf.on.event(*RESOURCE, id="track", registry=registry)
-def track(event: Any, memo: Any, **_: Any) -> None:
+async def track(event: Any, memo: Any, **_: Any) -> None:
     """Every version of every resource goes to the status writer (a deletion takes it off its books): the
-    watch event's own object, decoded afresh for each event and never changed, so not copied."""
+    watch event's own object, decoded afresh for each event and never changed, so not copied. Async on
+    purpose: kopf runs a plain function in a thread, and the writer is not thread-safe."""
     _keeper(memo).track(event["object"], deleted=event.get("type") == "DELETED")
 
 
