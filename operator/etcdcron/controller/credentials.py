@@ -35,9 +35,12 @@ def kubeconfig_path(flag: str | None) -> str | None:
     return str(Path.home() / ".kube" / "config")
 
 
-def kubernetes_api(kubeconfig: str | None) -> k8s.ApiClient:
-    """An API client for ``kubeconfig`` (None: in-cluster); one line naming the file if it is unusable."""
+def kubernetes_api(kubeconfig: str | None, connections: int = 0) -> k8s.ApiClient:
+    """An API client for ``kubeconfig`` (None: in-cluster); one line naming the file if it is unusable.
+    ``connections``: kept open for reuse (0: the client's default, 5 per core), as many as threads use it."""
     configuration = k8s.Configuration()
+    if connections:
+        configuration.connection_pool_maxsize = connections
     if kubeconfig is None:
         try:
             k8s_config.load_incluster_config(client_configuration=configuration)

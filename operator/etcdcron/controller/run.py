@@ -11,6 +11,7 @@ import contextlib
 import logging
 import signal
 import socket
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import kopf
@@ -19,6 +20,7 @@ from prometheus_client import Gauge, start_http_server
 
 from etcdcron.controller import handlers, logs
 from etcdcron.controller.credentials import kubernetes_api
+from etcdcron.controller.keeper import StatusKeeper
 from etcdcron.controller.leader import LeaderElection
 from etcdcron.controller.mirror import Mirror
 from etcdcron.controller.reconcile import Context
@@ -34,6 +36,10 @@ from etcdcron.settings import PoolSettings
 log = logging.getLogger(__name__)
 LEADER = Gauge("etcdcron_reconciler_leader", "1 while this replica is the elected reconciler, else 0")
 ETCD_PROBE_TIMEOUT = 2.0
+CLIENT_THREADS = 16
+"""Threads of the blocking Kubernetes client (each tick's Event or Job is created in one): asyncio's default
+of min(32, cores + 4), 6 on 2 cores, would cap a replica at 6 requests in flight; many more only queue at
+the API server (and meet its 429 once 200 writes are in flight)."""
 KOPF_STOP_TIMEOUT = 15.0
 
 
@@ -133,7 +139,11 @@ def _serve_metrics(address: str, port: int) -> None:
 
 
 async def run_operator(settings: OperatorSettings, stop: asyncio.Event) -> None:
-    api = kubernetes_api(settings.kubeconfig)  # first: a credentials problem is one line, nothing started
+    # First: a credentials problem is one line, nothing started. A connection per thread that uses it.
+    api = kubernetes_api(settings.kubeconfig, connections=CLIENT_THREADS + StatusKeeper.WORKERS)
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(CLIENT_THREADS, thread_name_prefix="kubernetes")
+    )
     if settings.metrics_port:
         _serve_metrics(settings.bind_address, settings.metrics_port)
     hook = None
@@ -162,9 +172,12 @@ async def run_operator(settings: OperatorSettings, stop: asyncio.Event) -> None:
         LEADER.set(1)
         kopf_stop, watching = asyncio.Event(), asyncio.Event()
         readiness.watching = watching
-        keeper = hook.keeper() if hook is not None else None  # the leader alone writes the configuration
-        readiness.keeper = keeper
-        keeping = asyncio.create_task(keeper.run(kopf_stop)) if keeper is not None else None
+        configuration = hook.keeper() if hook is not None else None  # the leader alone writes it
+        readiness.keeper = configuration
+        keeping = asyncio.create_task(configuration.run(kopf_stop)) if configuration is not None else None
+        keeper = StatusKeeper(memo.context)
+        memo.keeper = keeper  # before kopf starts: its handlers feed it
+        writer = asyncio.create_task(keeper.run())
         reconciler = asyncio.create_task(
             kopf.operator(
                 registry=handlers.registry,
@@ -177,8 +190,12 @@ async def run_operator(settings: OperatorSettings, stop: asyncio.Event) -> None:
         )
         waiters = [asyncio.create_task(lost.wait()), asyncio.create_task(stop.wait())]
         try:
-            done, _ = await asyncio.wait([reconciler, *waiters], return_when=asyncio.FIRST_COMPLETED)
-            if reconciler in done:
+            done, _ = await asyncio.wait([reconciler, writer, *waiters], return_when=asyncio.FIRST_COMPLETED)
+            if writer in done:  # only an unexpected error ends it: loud, and the replica stops
+                why = "cancelled" if writer.cancelled() else repr(writer.exception())
+                log.error("the status writer stopped: %s", why)
+                stop.set()
+            elif reconciler in done:
                 stop.set()  # kopf stopped on its own (it traps SIGTERM/SIGINT while it runs): shut down
             elif lost.is_set():
                 log.warning("%s lost the reconciler lease: the reconciler stops here", settings.member_id)
@@ -186,12 +203,15 @@ async def run_operator(settings: OperatorSettings, stop: asyncio.Event) -> None:
             for waiter in waiters:
                 waiter.cancel()
             kopf_stop.set()
+            writer.cancel()
             with contextlib.suppress(Exception, asyncio.CancelledError, TimeoutError):
                 await asyncio.wait_for(reconciler, KOPF_STOP_TIMEOUT)
             if keeping is not None:
                 with contextlib.suppress(Exception, asyncio.CancelledError, TimeoutError):
                     await asyncio.wait_for(keeping, KOPF_STOP_TIMEOUT)
             readiness.keeper = None
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await writer
             LEADER.set(0)
             _install_signals(stop)
 

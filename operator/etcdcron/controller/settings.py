@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
@@ -25,6 +25,16 @@ def digest(essence: Any) -> str:
 
 class DigestDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
     """kopf's diff base as a digest: the body's own essence if unchanged, else a stand-in that differs."""
+
+    def build(self, *, body: Any, extra_fields: Any = None) -> Any:
+        """kopf's essence, without deep-copying the status and system metadata it then throws away (the
+        reconciler's own status writes make most watch events: this runs for each of them, twice)."""
+        if extra_fields:
+            return super().build(body=body, extra_fields=extra_fields)
+        meta = body.get("metadata") or {}
+        light = {k: v for k, v in body.items() if k not in ("metadata", "status")}
+        light["metadata"] = {k: meta[k] for k in ("labels", "annotations") if k in meta}
+        return super().build(body=kopf.Body(cast(kopf.RawBody, light)))
 
     def fetch(self, *, body: Any) -> Any:
         for key in self.make_keys(self.key, body=body):

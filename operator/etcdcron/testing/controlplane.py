@@ -147,8 +147,13 @@ class ControlPlane(KubeCluster):
         binaries: Binaries | None = None,
         start_timeout: float | None = None,
         keep: bool | None = None,
+        apiserver_args: Iterable[str] = (),
+        controller_manager_args: Iterable[str] = (),
     ) -> None:
         self.node = node
+        #: extra flags, after the defaults (a benchmark's audit log, a controller's client QPS)
+        self.apiserver_args = list(apiserver_args)
+        self.controller_manager_args = list(controller_manager_args)
         self.controller_manager = controller_manager or node
         self._binaries = binaries
         self.images = list(images)
@@ -181,6 +186,10 @@ class ControlPlane(KubeCluster):
     @property
     def pids(self) -> list[int]:
         return [p.pid for p in self._processes if p.pid is not None]
+
+    def pid_of(self, name: str) -> int | None:
+        """The pid of one component (``etcd``, ``kube-apiserver``, ``kube-controller-manager``...)."""
+        return next((p.pid for p in self._processes if p.name == name), None)
 
     @property
     def running(self) -> bool:
@@ -304,6 +313,7 @@ class ControlPlane(KubeCluster):
                 "--enable-priority-and-fairness=false",
                 "--profiling=false",
                 *admission,
+                *self.apiserver_args,
             ],
             logs / "kube-apiserver.log",
         )
@@ -351,6 +361,7 @@ class ControlPlane(KubeCluster):
                     f"--service-account-private-key-file={sa_key}",
                     f"--root-ca-file={ca.cert_path}",
                     "--profiling=false",
+                    *self.controller_manager_args,
                 ],
                 logs / "kube-controller-manager.log",
             )
