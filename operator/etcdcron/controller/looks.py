@@ -53,6 +53,11 @@ async def warn_on_change(body: Any, before: dict[str, Any], after: dict[str, Any
     reason, message = new.get("reason", ""), new.get("message", "")
     if reason not in WARN_ON or (old.get("reason"), old.get("message")) == (reason, message):
         return
+    await warn(body, context, reason, message)
+
+
+async def warn(body: Any, context: Context, reason: str, message: str) -> None:
+    """One Warning Event on the resource from the reconciler (Kubernetes counts repeats of it)."""
     meta = body["metadata"]
     core = k8s.CoreV1Api(context.api)
     args = (meta["name"], meta["namespace"], meta["uid"], "reconciler", reason, message, message)

@@ -20,19 +20,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from kubernetes import client as k8s
-from kubernetes.client.rest import ApiException
-
+from etcdcron.controller.looks import warn
 from etcdcron.controller.reconcile import Context
 from etcdcron.controller.resource import PAYLOAD_LIMIT
-from etcdcron.dispatch.k8s_objects import record_warning
 from etcdcron.durations import parse_instant
 from etcdcron.errors import EtcdUnavailableError, JobNotFoundError, ValidationError
 from etcdcron.k8s_resource import (
     ANNOTATION_BACKFILL,
     ANNOTATION_TRIGGER,
     ANNOTATION_TRIGGER_PAYLOAD,
-    api_error,
 )
 from etcdcron.runs import TOKEN, Runs
 
@@ -211,9 +207,4 @@ async def submit(body: dict[str, Any], context: Context, parse: Parse) -> bool |
 async def _refuse(body: dict[str, Any], context: Context, reason: str, message: str) -> None:
     meta = body["metadata"]
     log.warning("%s/%s: %s", meta["namespace"], meta["name"], message)
-    core = k8s.CoreV1Api(context.api)
-    args = (meta["name"], meta["namespace"], meta["uid"], "reconciler", reason, message, message)
-    try:
-        await asyncio.to_thread(record_warning, core, *args)
-    except ApiException as e:
-        log.warning("%s/%s: could not record a Warning: %s", meta["namespace"], meta["name"], api_error(e))
+    await warn(body, context, reason, message)
