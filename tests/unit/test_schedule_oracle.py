@@ -281,7 +281,7 @@ def test_random_expressions_near_random_transitions(index: int, expr_text: str, 
     ahead), or lies beyond that day."""
     tr = coverage().unique[index]
     ps, _ = oracle.periods(tr.zone)
-    q = tr.at + offset
+    q = _utc(tr.at + offset).timestamp()  # the instant as a datetime holds it (microseconds)
     horizon = int(q) + 24 * H
     lo = min(p.offset for p in ps[tr.index - 1 : tr.index + 1])
     hi = max(p.offset for p in ps[tr.index - 1 : tr.index + 2])
