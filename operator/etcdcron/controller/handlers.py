@@ -102,7 +102,8 @@ async def run_requests(event: Any, body: kopf.Body, memo: Any, **_: Any) -> None
     if event.get("type") == "DELETED":
         requests.forget(_plain(body), _ctx(memo))
         return
-    await requests.serve(_plain(body), _ctx(memo))
+    if await requests.serve(_plain(body), _ctx(memo)):
+        _keeper(memo).follow((body["metadata"]["namespace"], body["metadata"]["name"]))
 
 
 @kopf.on.delete(*RESOURCE, id="unmirror", registry=registry)

@@ -39,6 +39,7 @@ Ref = tuple[str, str]
 WRITES = Counter("etcdcron_status_writes", "Status patches the reconciler sent", ["reason"])
 TRACKED = Gauge("etcdcron_status_tracked", "Resources whose status the elected reconciler keeps")
 RETRY_SECONDS = 2.0
+FOLLOW_SECONDS = 60.0
 
 
 class TokenBucket:
@@ -75,6 +76,7 @@ class StatusKeeper:
         self._urgent: deque[Ref] = deque()
         self._queued: set[Ref] = set()
         self._busy: set[Ref] = set()
+        self._following: dict[Ref, int] = {}  # resources looked at every refresh interval until (ms)
         self._seq = 0
         self._wake = asyncio.Event()
         self._bucket = TokenBucket(rate, max(rate / 10, 1))
@@ -91,6 +93,7 @@ class StatusKeeper:
         if deleted:
             self.bodies.pop(ref, None)
             self._due.pop(ref, None)
+            self._following.pop(ref, None)
             TRACKED.set(len(self.bodies))
             return
         old = self.bodies.get(ref)
@@ -103,6 +106,12 @@ class StatusKeeper:
             self._schedule(ref, cadence.first_look_ms(body.get("status") or {}, utcnow(), spread))
         elif cadence.meaning(body) != cadence.meaning(old):
             self.look_now(ref)
+
+    def follow(self, ref: Ref, seconds: float = FOLLOW_SECONDS) -> None:
+        """Something is about to change that the schedule does not announce (a run-now or backfill
+        request): look now and then every refresh interval for ``seconds``, not just once per tick."""
+        self._following[ref] = to_ms(utcnow()) + int(seconds * 1000)
+        self.look_now(ref)
 
     def look_now(self, ref: Ref) -> None:
         if ref not in self._queued:
@@ -188,8 +197,8 @@ class StatusKeeper:
             due_ms = to_ms(utcnow()) + int(RETRY_SECONDS * 1000)
         finally:
             self._busy.discard(ref)
-        if due_ms is not None and ref in self.bodies and ref not in self._due:
-            self._schedule(ref, due_ms)
+        if due_ms is not None and ref in self.bodies and due_ms < self._due.get(ref, due_ms + 1):
+            self._schedule(ref, due_ms)  # not later than a look already due (an urgent one came between)
 
     async def look(self, ref: Ref) -> int | None:
         """Make etcd and the status of one resource true now; when (ms) to look again (None: never)."""
@@ -219,6 +228,11 @@ class StatusKeeper:
         )
         if observed.etcd_error is not None:
             wake_ms = min(wake_ms, to_ms(utcnow()) + int(RETRY_SECONDS * 1000))
+        now_ms = to_ms(utcnow())
+        if self._following.get(ref, 0) > now_ms or observed.bad_entry is not None:
+            wake_ms = min(wake_ms, now_ms + int(interval.total_seconds() * 1000))  # a fix shows soon
+        elif ref in self._following:
+            del self._following[ref]
         return min(wake_ms, final) if final is not None else wake_ms
 
     async def _patch(

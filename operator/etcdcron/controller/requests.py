@@ -130,11 +130,13 @@ RETRY_DELAYS = (1, 2, 2, 5, 5, 10, 10)
 the next watch event of the resource tries again."""
 
 
-async def serve(body: dict[str, Any], context: Context) -> None:
-    """Make the requests the resource's annotations ask for and this reconciler has not made yet."""
+async def serve(body: dict[str, Any], context: Context) -> bool:
+    """Make the requests the resource's annotations ask for and this reconciler has not made yet; True if
+    it made one (its firings will change the status)."""
+    made = False
     meta = body["metadata"]
     if meta.get("deletionTimestamp"):
-        return
+        return False
     annotations = meta.get("annotations") or {}
     for annotation, parse in PARSERS:
         key, value = f"{meta['uid']}/{annotation}", annotations.get(annotation)
@@ -155,7 +157,9 @@ async def serve(body: dict[str, Any], context: Context) -> None:
                 await asyncio.sleep(delay)
                 continue
             context.requested[key] = value
+            made = True
             break
+    return made
 
 
 def forget(body: dict[str, Any], context: Context) -> None:
