@@ -175,6 +175,19 @@ class Kube:
                 raise CommandError(f"{e}\n{self.diagnostics()}") from e
             # discovery cached before the CRD existed would hide it (`kubectl explain dcj`)
             shutil.rmtree(self.cache_dir, ignore_errors=True)
+        # Ready pods are not yet a working admission path (the Service's rules reach kube-proxy a moment
+        # later; with failurePolicy Fail a create fails until then): wait until a create is admitted.
+        wait_for("the admission webhook to admit a valid resource", self._admits, timeout=120)
+
+    def _admits(self) -> bool:
+        probe = {
+            "apiVersion": "etcdcron.io/v1alpha1",
+            "kind": "DistributedCronJob",
+            "metadata": {"name": "admission-probe"},
+            "spec": {"schedule": "@hourly"},
+        }
+        args = ("create", "--dry-run=server", "-n", "default", "-f", "-")
+        return self.kubectl(*args, check=False, input=json.dumps(probe)).returncode == 0
 
     def operator_pods(self) -> list[dict[str, Any]]:
         """The operator's pods that are not being deleted."""
