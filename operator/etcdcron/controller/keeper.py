@@ -16,7 +16,6 @@ import contextlib
 import heapq
 import logging
 import random
-import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -33,6 +32,7 @@ from etcdcron.controller.status import Observed, desired_status, status_patch
 from etcdcron.errors import EtcdCronError
 from etcdcron.firing import to_ms
 from etcdcron.k8s_resource import GROUP, PLURAL, VERSION, api_error
+from etcdcron.pacing import TokenBucket
 
 log = logging.getLogger(__name__)
 Ref = tuple[str, str]
@@ -40,24 +40,6 @@ WRITES = Counter("etcdcron_status_writes", "Status patches the reconciler sent",
 TRACKED = Gauge("etcdcron_status_tracked", "Resources whose status the elected reconciler keeps")
 RETRY_SECONDS = 2.0
 FOLLOW_SECONDS = 60.0
-
-
-class TokenBucket:
-    """``rate`` tokens per second, at most ``burst`` saved up."""
-
-    def __init__(self, rate: float, burst: float) -> None:
-        self.rate, self.burst = rate, burst
-        self.tokens, self.at = burst, time.monotonic()
-
-    async def take(self) -> None:
-        while True:
-            now = time.monotonic()
-            self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
-            self.at = now
-            if self.tokens >= 1:
-                self.tokens -= 1
-                return
-            await asyncio.sleep((1 - self.tokens) / self.rate)
 
 
 class StatusKeeper:

@@ -7,14 +7,19 @@ job once a day.
 
 A job's routine entries (a scheduled firing that succeeded) rewrite its history at most once per
 ``REWRITE_SECONDS``: a job firing every second would otherwise rewrite its whole history (a few KiB)
-every second, the largest write of a firing. They wait in memory meanwhile; any other entry (a failure,
+every second, the largest write of a firing. Routine rewrites are also paced, ``ROUTINE_WRITES_PER_SECOND``
+per member, longest-waiting first: ten thousand jobs firing every second (or due at the same midnight)
+would otherwise cost etcd thousands of multi-KiB puts a second; past that rate each job's routine entries
+simply wait longer (about jobs / rate seconds). They wait in memory meanwhile; any other entry (a failure,
 a skip, a parked firing, a run-now or backfill firing, the first success after one of those) is written
-at once with what waits, and so is everything when a partition is handed over or the member leaves.
+at once with what waits, unpaced, and so is everything when a partition is handed over or the member
+leaves.
 """
 
 from __future__ import annotations
 
 import collections
+import heapq
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -24,11 +29,16 @@ from etcdcron.decode import BadEntryError, decode_history
 from etcdcron.etcd import EtcdClient, RequestOp
 from etcdcron.firing import HISTORY_LENGTH, SCHEDULED, HistoryEntry, history_json
 from etcdcron.keys import Keys
+from etcdcron.pacing import TokenBucket
 from etcdcron.pool.commit import TXN_LIMIT
 from etcdcron.pool.reporting import Reporter
 
 CACHED_HISTORIES = 10_000
 REWRITE_SECONDS = 5.0
+ROUTINE_WRITES_PER_SECOND = 200.0
+"""Routine history rewrites a member sends per second, at most (a second's worth may be saved up)."""
+BUDGET_GATHER_SECONDS = 0.25
+"""When only the pace holds rewrites back, wait at least this long so they go out in batches."""
 Cache = collections.OrderedDict[bytes, tuple[str, list[HistoryEntry]]]
 
 
@@ -37,6 +47,7 @@ class _Pending:
     partition: int
     job_id: str
     lease: int
+    since: float  # when its first waiting entry came: the longest-waiting go first
     entries: list[HistoryEntry] = field(default_factory=list)
     urgent: bool = False  # holds an entry worth writing at once (not a routine scheduled success)
 
@@ -48,6 +59,7 @@ class HistoryBook:
         keys: Keys,
         reporter: Reporter,
         clock: Callable[[], float] = time.monotonic,
+        rate: float = ROUTINE_WRITES_PER_SECOND,
     ) -> None:
         self.client = client
         self.keys = keys
@@ -58,6 +70,7 @@ class HistoryBook:
             collections.OrderedDict()
         )
         self._pending: dict[bytes, _Pending] = {}
+        self._budget = TokenBucket(rate, rate, clock)
 
     def __bool__(self) -> bool:
         return bool(self._pending)
@@ -66,9 +79,10 @@ class HistoryBook:
         key = self.keys.sibling(spec_key, "history")
         pending = self._pending.get(key)
         if pending is None or pending.job_id != job_id:
-            pending = self._pending[key] = _Pending(partition, job_id, lease)
+            pending = self._pending[key] = _Pending(partition, job_id, lease, self.clock())
         previous = pending.entries[-1] if pending.entries else self._last_written(key, job_id)
         pending.entries.append(entry)
+        del pending.entries[:-HISTORY_LENGTH]  # a long wait keeps only what the history would
         routine = entry.result == "success" and entry.kind == SCHEDULED
         recovered = previous is not None and previous.result != "success"  # a failure is over: say so
         pending.urgent = pending.urgent or not routine or recovered
@@ -92,23 +106,34 @@ class HistoryBook:
         now = self.clock()
         if any(p.urgent for p in self._pending.values()):
             return 0.0
-        return max(min(self._written.get(k, 0.0) + REWRITE_SECONDS - now for k in self._pending), 0.0)
+        due = max(min(self._written.get(k, 0.0) + REWRITE_SECONDS - now for k in self._pending), 0.0)
+        if due > 0:
+            return due
+        paced = self._budget.wait_seconds()
+        return 0.0 if paced == 0 else max(paced, BUDGET_GATHER_SECONDS)
 
     async def writes(self, every: Iterable[int] = ()) -> list[tuple[int, bytes, RequestOp]]:
-        """The history puts of what settled since the last call, for each job whose history was not
-        written in the last ``REWRITE_SECONDS`` or whose partition is in ``every`` (the rest wait; see
-        ``due_in``). Reads the histories not cached; raises EtcdUnavailableError, keeping everything for
-        the next call, when etcd cannot be read."""
+        """The history puts of what settled since the last call: every urgent one and every one of a
+        partition in ``every``; routine ones whose history was not written in the last ``REWRITE_SECONDS``
+        as far as the pace allows, longest-waiting first (the rest wait; see ``due_in``). Reads the
+        histories not cached; raises EtcdUnavailableError, keeping everything for the next call, when etcd
+        cannot be read."""
         now, forced = self.clock(), set(every)
         written = self._written
         pending: dict[bytes, _Pending] = {}
-        for key, p in list(self._pending.items()):
-            if (
-                p.urgent
-                or p.partition in forced
-                or now - written.get(key, -REWRITE_SECONDS) >= REWRITE_SECONDS
-            ):
-                pending[key] = self._pending.pop(key)
+        routine: list[bytes] = []
+        for key, p in self._pending.items():
+            if p.urgent or p.partition in forced:
+                pending[key] = p
+            elif now - written.get(key, -REWRITE_SECONDS) >= REWRITE_SECONDS:
+                routine.append(key)
+        if routine:
+            allowed = self._budget.take_up_to(len(routine))
+            if allowed < len(routine):
+                routine = heapq.nsmallest(allowed, routine, key=lambda k: self._pending[k].since)
+            pending.update((key, self._pending[key]) for key in routine)
+        for key in pending:
+            del self._pending[key]
         try:
             await self._read([key for key in pending if key not in self._cache])
         except BaseException:
