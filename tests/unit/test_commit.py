@@ -21,7 +21,6 @@ from etcdcron.pool.commit import (
     StoredCursor,
     build_commit,
     chunk_by_partition,
-    inflight_records,
     pending_commit,
     resolve_refused,
 )
@@ -41,7 +40,7 @@ def state(partition: int, i: int, *, final: bool = False, name: str | None = Non
         20,
         partition,
     )
-    job.pending = pending_commit(job, PLAN, 1000, f"c{i}")
+    job.pending = pending_commit(job, PLAN, 1000, f"c{i}", KEYS)
     assert job.pending.final == final
     return job
 
@@ -86,10 +85,12 @@ def test_build_commit_fences_each_partition_once_and_leaves_out_dropped_ones() -
     assert len(commit.compares) == 1 + 2 * 2
     # A cursor put and an in-flight record; a final run deletes its spec, puts its cursor and its record.
     assert len(commit.ops) == 2 + 3
-    records = inflight_records(chunk[1], KEYS)
+    records = chunk[1].pending.records  # type: ignore[union-attr]
     assert [r.spec for _, r in records] == [STORED.to_json()]
     assert records[0][0] == b"/p/inflight/0001/t/k1/t1000"
-    assert inflight_records(chunk[0], KEYS)[0][1] == InFlight("id", 1000, 1)
+    assert chunk[0].pending.records[0][1] == InFlight("id", 1000, 1)  # type: ignore[union-attr]
+    written = chunk[0].pending.records[0][1].to_json()  # type: ignore[union-attr]
+    assert commit.ops[1].request_put.value == written  # what the commit writes
 
 
 def test_at_most_once_commits_write_no_in_flight_record() -> None:

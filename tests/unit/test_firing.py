@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
-from etcdcron.firing import MAX_TICKS_PER_COMMIT, Cursor, first_after_ms, plan, to_ms
+import pytest
+
+from etcdcron.firing import MANUAL, MAX_TICKS_PER_COMMIT, Cursor, InFlight, first_after_ms, plan, to_ms
 from etcdcron.job import CatchUp, Job, StoredJob
 
 T0 = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC)
@@ -75,3 +78,52 @@ def test_a_long_backlog_is_committed_in_slices() -> None:
     job = stored(catch_up_deadline=timedelta(hours=1))
     p = plan(job, job.schedule(), Cursor("id1", ms(0)), ms(1000))
     assert len(p.fire) == MAX_TICKS_PER_COMMIT and p.next_ms == ms(MAX_TICKS_PER_COMMIT + 1)
+
+
+def _dumps(doc: dict[str, object]) -> bytes:
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        Cursor("a1b2"),
+        Cursor("a1b2", 1764400000000, 12, 3, "m-1:ab12cd34:7", 1764400000005),
+        Cursor('quo"te\\back/slash', None, 0, 0, "", None),
+        Cursor("ünïcödé-\u2028-\x00-\U0001f600", 0, 2**63, 1, "c\n", 0),
+    ],
+)
+def test_a_cursor_is_written_as_json_dumps_would(cursor: Cursor) -> None:
+    expected = {
+        "jobId": cursor.job_id,
+        "lastTickMs": cursor.last_tick_ms,
+        "runs": cursor.runs,
+        "missed": cursor.missed,
+        "commit": cursor.commit,
+        "firedMs": cursor.fired_ms,
+    }
+    assert cursor.to_json() == _dumps(expected)
+    assert json.loads(cursor.to_json()) == expected
+
+
+@pytest.mark.parametrize(
+    ("record", "expected"),
+    [
+        (InFlight("a1b2", 1764400000000, 7), {"jobId": "a1b2", "tickMs": 1764400000000, "run": 7}),
+        (InFlight('q"\u00e9\U0001f600', 0, 0), {"jobId": 'q"\u00e9\U0001f600', "tickMs": 0, "run": 0}),
+        (
+            InFlight("a", 5, 1, attempts=2, next_attempt_ms=9),
+            {"jobId": "a", "tickMs": 5, "run": 1, "attempts": 2, "nextAttemptMs": 9},
+        ),
+        (InFlight("a", 5, 1, parked=True), {"jobId": "a", "tickMs": 5, "run": 1, "parked": True}),
+        (InFlight("a", 5, 1, spec=b'{"x":1}'), {"jobId": "a", "tickMs": 5, "run": 1, "spec": '{"x":1}'}),
+        (
+            InFlight("a", 5, 0, MANUAL, "tok", payload=b"\x00\xff"),
+            {"jobId": "a", "tickMs": 5, "run": 0, "kind": MANUAL, "token": "tok", "payload": "AP8="},
+        ),
+    ],
+)
+def test_an_inflight_record_is_written_as_json_dumps_would(
+    record: InFlight, expected: dict[str, object]
+) -> None:
+    assert record.to_json() == _dumps(expected)

@@ -37,6 +37,7 @@ class Pending:
     plan: Plan
     cursor: Cursor
     final: bool  # the job's last run: its spec is deleted with it
+    records: tuple[tuple[bytes, InFlight], ...]  # each fired tick's in-flight record, and its key
 
 
 @dataclass(slots=True, eq=False)
@@ -71,11 +72,13 @@ class JobState:
         return cursor_of_job_key(self.spec_key)
 
 
-def pending_commit(job: JobState, plan: Plan, now_ms: int, commit_id: str) -> Pending:
-    """The cursor ``plan`` leads to: runs and misses counted, stamped with this attempt's commit id."""
+def pending_commit(job: JobState, plan: Plan, now_ms: int, commit_id: str, keys: Keys) -> Pending:
+    """The cursor ``plan`` leads to: runs and misses counted, stamped with this attempt's commit id; and
+    the record of each tick it fires (built once: the commit writes them, the deliveries carry them)."""
     cursor = job.cursor
     runs = cursor.runs + len(plan.fire)
     max_runs = job.stored.job.max_runs
+    final = max_runs is not None and runs >= max_runs
     return Pending(
         plan,
         Cursor(
@@ -86,7 +89,8 @@ def pending_commit(job: JobState, plan: Plan, now_ms: int, commit_id: str) -> Pe
             commit_id,
             now_ms if plan.fire else cursor.fired_ms,
         ),
-        max_runs is not None and runs >= max_runs,
+        final,
+        tuple(inflight_records(job, plan.fire, final, keys)),
     )
 
 
@@ -160,12 +164,12 @@ class Commit:
     ops: list[Any]
 
 
-def inflight_records(job: JobState, keys: Keys) -> list[tuple[bytes, InFlight]]:
+def inflight_records(
+    job: JobState, ticks: tuple[int, ...], final: bool, keys: Keys
+) -> list[tuple[bytes, InFlight]]:
     """The in-flight records an at-least-once commit writes, one per fired tick: (key, record)."""
-    assert job.pending is not None
-    ticks = job.pending.plan.fire
     first_run = job.cursor.runs + 1
-    spec = job.stored.to_json() if job.pending.final else None
+    spec = job.stored.to_json() if final else None
     prefix = keys.sibling(job.spec_key, "inflight") + b"/"
     return [
         (
@@ -193,7 +197,7 @@ def build_commit(chunk: Sequence[JobState], fences: Mapping[int, int], keys: Key
             ops.append(etcd.delete(job.spec_key))
         ops.append(etcd.put(job.cursor_key, job.pending.cursor.to_json(), job.stored.lease))
         if _at_least_once(job):
-            ops += [etcd.put(k, r.to_json(), job.stored.lease) for k, r in inflight_records(job, keys)]
+            ops += [etcd.put(k, r.to_json(), job.stored.lease) for k, r in job.pending.records]
     return Commit(jobs, used, compares, ops)
 
 

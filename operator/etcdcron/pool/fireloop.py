@@ -40,7 +40,6 @@ from etcdcron.pool.commit import (
     StoredCursor,
     build_commit,
     chunk_by_partition,
-    inflight_records,
     pending_commit,
     resolve_refused,
 )
@@ -129,7 +128,7 @@ class FireLoop:
                     self.timers.push(p.next_ms, job)
                     continue
                 commit_id = f"{self.member_id}:{self._instance}:{next(self._commits)}"
-                job.pending = pending_commit(job, p, now, commit_id)
+                job.pending = pending_commit(job, p, now, commit_id, self.keys)
             planned.append(job)
         fences = self.table.fences()
         built = (build_commit(chunk, fences, self.keys) for chunk in chunk_by_partition(planned))
@@ -193,7 +192,7 @@ class FireLoop:
         """The commit is in etcd: move the cursor, schedule the next tick; returns the firings to deliver."""
         pending = job.pending
         assert pending is not None
-        records = inflight_records(job, self.keys)  # as the commit wrote them (at-least-once)
+        records = pending.records  # as the commit wrote them (at-least-once)
         job.pending = None
         job.cursor, job.cursor_revision = pending.cursor, revision
         spec = job.stored.job
