@@ -37,6 +37,7 @@ from etcdcron.etcdops import (
     Compare,
     KeyValue,
     RequestOp,
+    TxnRequest,
     WatchBatch,
     WatchEvent,
     create_revision_is,
@@ -240,9 +241,13 @@ class EtcdClient:
         timeout: float | None = None,
     ) -> Any:
         """Raises ``OutcomeUnknownError`` if it was sent and its answer lost; a read-only txn is retried."""
-        ops = [*success, *failure]
-        read_only = all(op.WhichOneof("request") == "request_range" for op in ops)
         request = rpc.TxnRequest(compare=list(compare), success=list(success), failure=list(failure))
+        return await self.send_txn(request, timeout)
+
+    async def send_txn(self, request: TxnRequest, timeout: float | None = None) -> Any:
+        """``txn`` of a request built already (``etcdops.TxnBuilder``)."""
+        ops = [*request.success, *request.failure]
+        read_only = all(op.WhichOneof("request") == "request_range" for op in ops)
         return await self._unary("kv", "Txn", request, idempotent=read_only, timeout=timeout)
 
     async def compact(self, revision: int) -> None:

@@ -33,8 +33,9 @@ async def test_a_history_waits_for_its_next_rewrite(etcd_client: EtcdClient, pre
 
     async def write() -> list[int]:
         puts = await book.writes()
-        for _, _, op in puts:
-            await etcd_client.txn([], [op])
+        for _, key, write in puts:
+            assert write.value is not None
+            await etcd_client.put(key, write.value)
         got = await etcd_client.get(keys.sibling(spec_key, "history"))
         return [e.run for e in decode_history(got.key, got.value)[1]] if puts and got else []
 
@@ -67,9 +68,10 @@ async def test_an_entry_that_is_not_a_routine_success_is_written_at_once(
     assert await book.writes() == [] and book.due_in() == REWRITE_SECONDS
     book.add(ref.partition, spec_key, "id", 0, replace(entry(3), result="failed"))
     assert book.due_in() == 0
-    (_, key, op), *more = await book.writes()
+    (_, key, write), *more = await book.writes()
     assert not more and key == keys.sibling(spec_key, "history")
-    await etcd_client.txn([], [op])
+    assert write.value is not None
+    await etcd_client.put(key, write.value)
     got = await etcd_client.get(key)
     assert got is not None and [e.run for e in decode_history(got.key, got.value)[1]] == [1, 2, 3]
 
@@ -118,8 +120,9 @@ async def test_a_long_wait_keeps_only_what_the_history_would(etcd_client: EtcdCl
         book.add(ref.partition, keys.job(ref), "id", 0, entry(run))
     assert len(book._pending[keys.sibling(keys.job(ref), "history")].entries) == HISTORY_LENGTH
     clock.now += REWRITE_SECONDS
-    ((_, key, op),) = await book.writes()
-    await etcd_client.txn([], [op])
+    ((_, key, write),) = await book.writes()
+    assert write.value is not None
+    await etcd_client.put(key, write.value)
     got = await etcd_client.get(key)
     assert got is not None
     runs = [e.run for e in decode_history(got.key, got.value)[1]]

@@ -6,9 +6,11 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
+from aetcd import rpc
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from etcdcron.etcdops import create_revision_is, delete, mod_revision_is, put
 from etcdcron.firing import Cursor, InFlight, Plan
 from etcdcron.job import Job, StoredJob
 from etcdcron.keys import Keys
@@ -82,21 +84,21 @@ def test_build_commit_fences_each_partition_once_and_leaves_out_dropped_ones() -
     commit = build_commit(chunk, {1: 111}, KEYS)
     assert [j.spec_key for j in commit.jobs] == [chunk[0].spec_key, chunk[1].spec_key]
     assert commit.fences == {1: 111}
-    assert len(commit.compares) == 1 + 2 * 2
+    assert len(commit.request.compare) == 1 + 2 * 2
     # A cursor put and an in-flight record; a final run deletes its spec, puts its cursor and its record.
-    assert len(commit.ops) == 2 + 3
+    assert len(commit.request.success) == 2 + 3
     records = chunk[1].pending.records  # type: ignore[union-attr]
     assert [r.spec for _, r in records] == [STORED.to_json()]
     assert records[0][0] == b"/p/inflight/0001/t/k1/t1000"
     assert chunk[0].pending.records[0][1] == InFlight("id", 1000, 1)  # type: ignore[union-attr]
     written = chunk[0].pending.records[0][1].to_json()  # type: ignore[union-attr]
-    assert commit.ops[1].request_put.value == written  # what the commit writes
+    assert commit.request.success[1].request_put.value == written  # what the commit writes
 
 
 def test_at_most_once_commits_write_no_in_flight_record() -> None:
     job = state(1, 0)
     job.stored = StoredJob(replace(STORED.job, delivery=Delivery.AT_MOST_ONCE), "id", STORED.created_at)
-    assert len(build_commit([job], {1: 111}, KEYS).ops) == 1
+    assert len(build_commit([job], {1: 111}, KEYS).request.success) == 1
 
 
 ME = Cursor("id", 1000, 1, 0, "c0", 1000)  # what state(1, 0) plans to write
@@ -124,3 +126,17 @@ def test_resolve_refused(
     refusal = resolve_refused(commit, Readback({1: fence_now}, [spec_revision], [cursor]))
     assert [r.outcome for r in refusal.resolutions] == [outcome]
     assert refusal.lost == (frozenset() if fence_now == 111 else frozenset({1}))
+
+
+def test_a_commit_is_the_transaction_the_separate_builders_describe() -> None:
+    chunk = [state(1, 0), state(1, 1, final=True), state(2, 2)]
+    commit = build_commit(chunk, {1: 111, 2: 222}, KEYS)
+    compares = [create_revision_is(KEYS.partition(1), 111), create_revision_is(KEYS.partition(2), 222)]
+    ops = []
+    for job in chunk:
+        assert job.pending is not None
+        compares += [mod_revision_is(job.spec_key, 10), mod_revision_is(job.cursor_key, 20)]
+        ops += [delete(job.spec_key)] if job.pending.final else []
+        ops.append(put(job.cursor_key, job.pending.cursor.to_json()))
+        ops += [put(key, record.to_json()) for key, record in job.pending.records]
+    assert commit.request == rpc.TxnRequest(compare=compares, success=ops)

@@ -58,3 +58,22 @@ def test_builders_build_what_the_constructors_build(built: Any, expected: Any, o
     assert built == expected
     assert built.SerializeToString(deterministic=True) == expected.SerializeToString(deterministic=True)
     assert built.WhichOneof(oneof) == expected.WhichOneof(oneof)
+
+
+def test_a_transaction_built_in_place_is_the_one_the_builders_describe() -> None:
+    txn = etcdops.TxnBuilder()
+    txn.create_revision_is(b"/p/partitions/0001", 5)
+    txn.mod_revision_is(b"k", 0)
+    txn.put(b"k", b"v", 3)
+    txn.delete(b"d")
+    txn.write(b"w", etcdops.Write(b"x"))
+    txn.write(b"gone", etcdops.Write(None))
+    assert txn.request == rpc.TxnRequest(
+        compare=[etcdops.create_revision_is(b"/p/partitions/0001", 5), etcdops.mod_revision_is(b"k", 0)],
+        success=[
+            etcdops.put(b"k", b"v", 3),
+            etcdops.delete(b"d"),
+            etcdops.put(b"w", b"x"),
+            etcdops.delete(b"gone"),
+        ],
+    )

@@ -15,9 +15,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
 
-from etcdcron import etcd
+from etcdcron.etcdops import TxnBuilder, TxnRequest
 from etcdcron.firing import Cursor, InFlight, Plan
 from etcdcron.job import StoredJob
 from etcdcron.keys import Keys, cursor_of_job_key
@@ -156,12 +155,11 @@ def chunk_by_partition(jobs: Sequence[JobState]) -> list[list[JobState]]:
 
 @dataclass(frozen=True, slots=True)
 class Commit:
-    """One firing transaction, built ahead of its moment: the jobs, the fences it checks, its requests."""
+    """One firing transaction, built ahead of its moment: the jobs, the fences it checks, its request."""
 
     jobs: list[JobState]
     fences: dict[int, int]
-    compares: list[Any]
-    ops: list[Any]
+    request: TxnRequest
 
 
 def inflight_records(
@@ -187,18 +185,22 @@ def build_commit(chunk: Sequence[JobState], fences: Mapping[int, int], keys: Key
     """The transaction of one chunk; jobs of partitions no longer in ``fences`` are left out."""
     used = {j.partition: fences[j.partition] for j in chunk if j.partition in fences}
     jobs = [j for j in chunk if j.partition in used]
-    compares = [etcd.create_revision_is(keys.partition(p), fence) for p, fence in used.items()]
-    ops: list[Any] = []
+    txn = TxnBuilder()
+    for p, fence in used.items():
+        txn.create_revision_is(keys.partition(p), fence)
     for job in jobs:
-        assert job.pending is not None
-        compares.append(etcd.mod_revision_is(job.spec_key, job.spec_revision))
-        compares.append(etcd.mod_revision_is(job.cursor_key, job.cursor_revision))
-        if job.pending.final:
-            ops.append(etcd.delete(job.spec_key))
-        ops.append(etcd.put(job.cursor_key, job.pending.cursor.to_json(), job.stored.lease))
+        pending = job.pending
+        assert pending is not None
+        lease = job.stored.lease
+        txn.mod_revision_is(job.spec_key, job.spec_revision)
+        txn.mod_revision_is(job.cursor_key, job.cursor_revision)
+        if pending.final:
+            txn.delete(job.spec_key)
+        txn.put(job.cursor_key, pending.cursor.to_json(), lease)
         if _at_least_once(job):
-            ops += [etcd.put(k, r.to_json(), job.stored.lease) for k, r in job.pending.records]
-    return Commit(jobs, used, compares, ops)
+            for key, record in pending.records:
+                txn.put(key, record.to_json(), lease)
+    return Commit(jobs, used, txn.request)
 
 
 # -- a refused commit --------------------------------------------------------------------------------------

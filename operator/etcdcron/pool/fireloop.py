@@ -159,7 +159,7 @@ class FireLoop:
 
     async def _send_and_resolve(self, commit: Commit) -> None:
         try:
-            response = await self.client.txn(commit.compares, commit.ops)
+            response = await self.client.send_txn(commit.request)
         except EtcdUnavailableError as e:
             # Outcome unknown: retry the very same commit later; its compares tell whether it had landed.
             await self.reporter.etcd_error(e, commit.jobs[0].stored.job)

@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 
 from etcdcron import etcd
 from etcdcron.decode import BadEntryError, decode_history
-from etcdcron.etcd import EtcdClient, RequestOp
+from etcdcron.etcd import EtcdClient
+from etcdcron.etcdops import Write
 from etcdcron.firing import HISTORY_LENGTH, SCHEDULED, HistoryEntry, history_json
 from etcdcron.keys import Keys
 from etcdcron.pacing import TokenBucket
@@ -112,7 +113,7 @@ class HistoryBook:
         paced = self._budget.wait_seconds()
         return 0.0 if paced == 0 else max(paced, BUDGET_GATHER_SECONDS)
 
-    async def writes(self, every: Iterable[int] = ()) -> list[tuple[int, bytes, RequestOp]]:
+    async def writes(self, every: Iterable[int] = ()) -> list[tuple[int, bytes, Write]]:
         """The history puts of what settled since the last call: every urgent one and every one of a
         partition in ``every``; routine ones whose history was not written in the last ``REWRITE_SECONDS``
         as far as the pace allows, longest-waiting first (the rest wait; see ``due_in``). Reads the
@@ -148,7 +149,7 @@ class HistoryBook:
             self._cache[key] = (p.job_id, entries)
             written.pop(key, None)
             written[key] = now
-            writes.append((p.partition, key, etcd.put(key, history_json(p.job_id, entries), p.lease)))
+            writes.append((p.partition, key, Write(history_json(p.job_id, entries), p.lease)))
         while len(self._cache) > CACHED_HISTORIES:
             self._cache.popitem(last=False)
         while len(written) > CACHED_HISTORIES:  # the oldest writes: long enough ago to be due anyway

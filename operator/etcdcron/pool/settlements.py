@@ -12,9 +12,10 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
-from etcdcron import etcd, metrics
+from etcdcron import metrics
 from etcdcron.errors import EtcdUnavailableError
-from etcdcron.etcd import EtcdClient, RequestOp
+from etcdcron.etcd import EtcdClient
+from etcdcron.etcdops import TxnBuilder, Write
 from etcdcron.firing import HistoryEntry
 from etcdcron.keys import Keys
 from etcdcron.pool.commit import TXN_LIMIT
@@ -38,7 +39,7 @@ class Settlements:
         self.fences = fences
         self.reporter = reporter
         self.history = HistoryBook(client, keys, reporter)
-        self._ops: dict[int, dict[bytes, RequestOp]] = {}  # partition -> key -> its latest write
+        self._ops: dict[int, dict[bytes, Write]] = {}  # partition -> key -> its latest write
         self._in_transit: set[bytes] = set()  # keys of writes on their way to etcd
         self._transit_by_partition: collections.Counter[int] = collections.Counter()
         self._handing_over: dict[int, int] = {}  # partitions being released -> their fence
@@ -50,10 +51,10 @@ class Settlements:
 
     # -- what to write --------------------------------------------------------------------------------
     def put(self, partition: int, key: bytes, value: bytes, lease: int = 0) -> None:
-        self._queue(partition, key, etcd.put(key, value, lease))
+        self._queue(partition, key, Write(value, lease))
 
     def delete(self, partition: int, key: bytes) -> None:
-        self._queue(partition, key, etcd.delete(key))
+        self._queue(partition, key, Write(None))
 
     def record(self, partition: int, spec_key: bytes, job_id: str, lease: int, entry: HistoryEntry) -> None:
         """Add a settled firing to its job's history (the last ``HISTORY_LENGTH`` are kept)."""
@@ -84,7 +85,7 @@ class Settlements:
         queued = key in self._in_transit or key in self._ops.get(partition, {})
         return queued or self._written.get(key, 0) > revision
 
-    def _queue(self, partition: int, key: bytes, op: RequestOp) -> None:
+    def _queue(self, partition: int, key: bytes, op: Write) -> None:
         self._ops.setdefault(partition, {})[key] = op
         self.idle.clear()
         self._wake.set()
@@ -121,9 +122,9 @@ class Settlements:
         else:
             pending = {p: self._ops.pop(p) for p in only if p in self._ops}
             fences = only
-        batches: list[tuple[dict[int, int], list[tuple[int, bytes, RequestOp]]]] = []
+        batches: list[tuple[dict[int, int], list[tuple[int, bytes, Write]]]] = []
         compares: dict[int, int] = {}
-        ops: list[tuple[int, bytes, RequestOp]] = []
+        ops: list[tuple[int, bytes, Write]] = []
         for partition, writes in sorted(pending.items()):
             if partition not in fences:
                 continue  # no longer ours: the new owner settles from what etcd holds
@@ -152,17 +153,21 @@ class Settlements:
             self.idle.set()
         return all(results)
 
-    def _requeue(self, ops: list[tuple[int, bytes, RequestOp]]) -> None:
+    def _requeue(self, ops: list[tuple[int, bytes, Write]]) -> None:
         """Write these again later, unless something newer was queued for the same key meanwhile."""
         for partition, key, op in ops:
             self._ops.setdefault(partition, {}).setdefault(key, op)
         if ops:
             self.idle.clear()
 
-    async def _send(self, fences: dict[int, int], ops: list[tuple[int, bytes, RequestOp]]) -> bool:
-        compares = [etcd.create_revision_is(self.keys.partition(p), fence) for p, fence in fences.items()]
+    async def _send(self, fences: dict[int, int], ops: list[tuple[int, bytes, Write]]) -> bool:
+        txn = TxnBuilder()
+        for p, fence in fences.items():
+            txn.create_revision_is(self.keys.partition(p), fence)
+        for _, key, write in ops:
+            txn.write(key, write)
         try:
-            response = await self.client.txn(compares, [op for _, _, op in ops])
+            response = await self.client.send_txn(txn.request)
         except EtcdUnavailableError as e:
             await self.reporter.etcd_error(e)
             self._requeue(ops)
