@@ -26,8 +26,8 @@ Members' stdout is parsed in one reader thread per member by slicing the two tim
 number out of each line (the first line of each member is cross-checked with ``json.loads``); the harness's
 own CPU is reported so one can see it is not the bottleneck.
 
-Targets (issue 11): sustained firings/s >= 2.0x the raw put rate; lateness at 1,000 firings/s p50 <= 10 ms
-and p99 <= 50 ms, at 5,000 firings/s p99 <= 250 ms.
+Targets (issue 11): sustained firings/s (every tick once, p99 <= 1 s) >= 2.0x the raw put rate; lateness
+at 1,000 firings/s p50 <= 10 ms and p99 <= 50 ms, at 5,000 firings/s p99 <= 250 ms.
 The whole run is bounded by ``--max-seconds`` (default 1500) and always stops etcd and every child.
 """
 
@@ -57,6 +57,8 @@ from etcdcron.etcd import EtcdClient
 from etcdcron.keys import DEFAULT_PARTITIONS
 from etcdcron.localetcd import free_port
 
+SUSTAINED_P99_MS = 1000
+"""Sustained: every tick fired once and p99 lateness within this (the criterion of bench/capacity.py)."""
 CURSOR_LIKE_VALUE = (
     b'{"jobId":"5361de6a1d324a4da247f2f48ef611a5","lastTickMs":1764302225000,"runs":12,"missed":0,'
     b'"commit":"bench-0:1a2b3c4d:1234"}'
@@ -432,12 +434,16 @@ def report(machine: dict[str, Any], baseline: dict[str, Any], runs: list[dict[st
             f"spread p50 {r['tick_spread_p50_ms']} p99 {r['tick_spread_p99_ms']}"
         )
     clean = [r for r in ok_runs if r["missing_ticks"] == 0 and r["duplicate_ticks"] == 0]
-    best = max((r["firings_per_s"] for r in clean), default=0.0)
+    # Sustained: every tick once and each second's ticks out before the next second's (p99 <= 1 s).
+    sustained = [r for r in clean if r["lateness_p99_ms"] <= SUSTAINED_P99_MS]
+    best = max((r["firings_per_s"] for r in sustained), default=0.0)
+    kept_up = max((r["firings_per_s"] for r in clean), default=0.0)
     verdict = "MET" if best >= 2 * rate else "NOT MET"
     print("\ntargets:")
     print(
-        f"  sustained firings/s >= 2.0x raw puts ({rate}/s): "
-        f"best clean run {best}/s = {best / rate:.2f}x: {verdict}"
+        f"  sustained firings/s >= 2.0x raw puts ({rate}/s): best run with every tick once and "
+        f"p99 <= {SUSTAINED_P99_MS} ms: {best}/s = {best / rate:.2f}x: {verdict} "
+        f"(every tick once at any lateness: {kept_up}/s = {kept_up / rate:.2f}x)"
     )
     for r in (r for r in ok_runs if r["jobs"] in (1000, 5000)):
         p50_limit, p99_limit = (10, 50) if r["jobs"] == 1000 else (None, 250)
