@@ -212,6 +212,7 @@ def replica_main(argv: list[str]) -> int:
     p.add_argument("member_id")
     p.add_argument("metrics_port", type=int)
     p.add_argument("--in-flight", type=int, default=0, help="KubernetesDispatcher's in_flight (0: default)")
+    p.add_argument("--history-lists", type=float, default=0, help="its history_lists_per_second (0: default)")
     a = p.parse_args(argv)
     from prometheus_client import start_http_server
 
@@ -223,7 +224,8 @@ def replica_main(argv: list[str]) -> int:
 
     start_http_server(a.metrics_port, addr="127.0.0.1")
     api = kubernetes_api(a.kubeconfig)
-    dispatcher = KubernetesDispatcher(api, a.member_id, **({"in_flight": a.in_flight} if a.in_flight else {}))
+    options = {"in_flight": a.in_flight, "history_lists_per_second": a.history_lists}
+    dispatcher = KubernetesDispatcher(api, a.member_id, **{k: v for k, v in options.items() if v})
     sink = StdoutSink()
     errors = 0
 
@@ -277,13 +279,15 @@ class Replica:
         log_dir: Path,
         in_flight: int,
         tree: str | None = None,
+        history_lists: float = 0,
     ) -> None:
         self.member_id = f"dispatch-{i}-{os.getpid()}"
         self.metrics_port = free_port()
         self.log_path = log_dir / f"{self.member_id}.log"
         self._err = self.log_path.open("ab")
         argv = [sys.executable, __file__, "--replica", endpoint, prefix, kubeconfig, self.member_id,
-                str(self.metrics_port), "--in-flight", str(in_flight)]  # fmt: skip
+                str(self.metrics_port), "--in-flight", str(in_flight),
+                "--history-lists", str(history_lists)]  # fmt: skip
         env = None
         if tree:  # the library of another checkout (e.g. the commit before a change), same harness
             env = {**os.environ, "PYTHONPATH": str(Path(tree) / "operator")}
@@ -468,6 +472,7 @@ def run_kind(
             log_dir,
             in_flight,
             args.before_tree if before else None,
+            0 if before else args.history_lists,
         )
         for i in range(args.replicas)
     ]
@@ -499,6 +504,7 @@ def run_kind(
     result: dict[str, Any] = {
         "kind": kind,
         "in_flight": label,
+        "history_lists_per_second": "default" if before or not args.history_lists else args.history_lists,
         "capacity_per_s": passed[-1]["created_per_s"] if passed else 0.0,
         "at_capacity": passed[-1] if passed else None,
         "first_failure": next((s for s in steps if not s["passed"]), None),
@@ -569,6 +575,13 @@ def main() -> int:
         default="0",
         help="comma-separated variants: KubernetesDispatcher(in_flight=N) (0: its default), or 'before': "
         "the library at --before-tree (--workers: this flag's name before the dispatcher used asyncio)",
+    )
+    p.add_argument(
+        "--history-lists",
+        type=float,
+        default=0,
+        help="KubernetesDispatcher(history_lists_per_second=X) for this tree's variants (0: its default); "
+        "e.g. 0.001 to see what Jobs cost the API server without the history trims' lists",
     )
     p.add_argument("--before-tree", help="a checkout (e.g. git archive of the commit before) for 'before'")
     p.add_argument("--start", type=int, default=200, help="first step's jobs (= objects due per second)")
