@@ -6,6 +6,11 @@ Usage (from the repository root; the control-plane binaries are cached by ``test
     .venv/bin/python bench/dispatch.py                          # baseline, then Events, then Jobs (~6 min)
     .venv/bin/python bench/dispatch.py --kinds event --json /tmp/dispatch.json
     .venv/bin/python bench/dispatch.py --kinds event --start 600 --profile /tmp/prof   # py-spy the replicas
+    .venv/bin/python bench/dispatch.py --in-flight before,32 --before-tree /tmp/dispatch-before
+
+Variants (``--in-flight``, comma-separated): ``before`` runs the replicas on the library of another
+checkout (``--before-tree``), a number N on this tree's ``KubernetesDispatcher(in_flight=N)`` (0: its
+default); ``--history-lists`` sets its ``history_lists_per_second`` (the lists that trim Jobs' history).
 
 One run:
 

@@ -15,7 +15,8 @@ Requests are coroutines on the member's loop (``k8s_api.ApiSession``, aiohttp), 
 once: the blocking kubernetes client in threads cost ~0.8 ms of CPU per Event under the GIL, the bound
 of a member's dispatch (bench/dispatch.py, docs/benchmarks.md). A Job is created first (AlreadyExists is
 done): the resource's Jobs are listed before only when ``concurrencyPolicy`` Forbid or Replace needs to
-know what runs, and after, to trim the history, paced (``k8s_rules.HistoryPacer``) rather than per tick.
+know what runs, and after, to trim the history, paced (``k8s_rules.HistoryPacer``) rather than per tick
+and from the API server's watch cache (a LIST read through reads every Job of the namespace from etcd).
 """
 
 from __future__ import annotations
