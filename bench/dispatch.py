@@ -6,6 +6,11 @@ Usage (from the repository root; the control-plane binaries are cached by ``test
     .venv/bin/python bench/dispatch.py                          # baseline, then Events, then Jobs (~6 min)
     .venv/bin/python bench/dispatch.py --kinds event --json /tmp/dispatch.json
     .venv/bin/python bench/dispatch.py --kinds event --start 600 --profile /tmp/prof   # py-spy the replicas
+    .venv/bin/python bench/dispatch.py --in-flight before,32 --before-tree /tmp/dispatch-before
+
+Variants (``--in-flight``, comma-separated): ``before`` runs the replicas on the library of another
+checkout (``--before-tree``), a number N on this tree's ``KubernetesDispatcher(in_flight=N)`` (0: its
+default); ``--history-lists`` sets its ``history_lists_per_second`` (the lists that trim Jobs' history).
 
 One run:
 
@@ -211,7 +216,8 @@ def replica_main(argv: list[str]) -> int:
     p.add_argument("kubeconfig")
     p.add_argument("member_id")
     p.add_argument("metrics_port", type=int)
-    p.add_argument("--workers", type=int, default=0, help="KubernetesDispatcher's workers (0: its default)")
+    p.add_argument("--in-flight", type=int, default=0, help="KubernetesDispatcher's in_flight (0: default)")
+    p.add_argument("--history-lists", type=float, default=0, help="its history_lists_per_second (0: default)")
     a = p.parse_args(argv)
     from prometheus_client import start_http_server
 
@@ -223,7 +229,8 @@ def replica_main(argv: list[str]) -> int:
 
     start_http_server(a.metrics_port, addr="127.0.0.1")
     api = kubernetes_api(a.kubeconfig)
-    dispatcher = KubernetesDispatcher(api, a.member_id, **({"workers": a.workers} if a.workers else {}))
+    options = {"in_flight": a.in_flight, "history_lists_per_second": a.history_lists}
+    dispatcher = KubernetesDispatcher(api, a.member_id, **{k: v for k, v in options.items() if v})
     sink = StdoutSink()
     errors = 0
 
@@ -255,6 +262,9 @@ def replica_main(argv: list[str]) -> int:
             await member.stop()
         finally:
             await client.close()
+            close = getattr(dispatcher, "close", None)  # the asyncio dispatcher's session (not 'before')
+            if close is not None:
+                await close()
         if member.failure is not None:
             raise member.failure
 
@@ -272,15 +282,17 @@ class Replica:
         prefix: str,
         kubeconfig: str,
         log_dir: Path,
-        workers: int,
+        in_flight: int,
         tree: str | None = None,
+        history_lists: float = 0,
     ) -> None:
         self.member_id = f"dispatch-{i}-{os.getpid()}"
         self.metrics_port = free_port()
         self.log_path = log_dir / f"{self.member_id}.log"
         self._err = self.log_path.open("ab")
         argv = [sys.executable, __file__, "--replica", endpoint, prefix, kubeconfig, self.member_id,
-                str(self.metrics_port), "--workers", str(workers)]  # fmt: skip
+                str(self.metrics_port), "--in-flight", str(in_flight),
+                "--history-lists", str(history_lists)]  # fmt: skip
         env = None
         if tree:  # the library of another checkout (e.g. the commit before a change), same harness
             env = {**os.environ, "PYTHONPATH": str(Path(tree) / "operator")}
@@ -439,10 +451,10 @@ def run_kind(
     cp: Any, pool_etcd: h.BenchEtcd, kind: str, variant: str, args: argparse.Namespace
 ) -> dict[str, Any]:
     """One kind (event, job) and one variant: ``before`` (the library at ``--before-tree``, its defaults),
-    or a number of workers for this tree's KubernetesDispatcher (0: its default)."""
+    or requests in flight for this tree's KubernetesDispatcher (0: its default)."""
     before = variant == "before"
-    workers = 0 if before else int(variant)
-    label = "before" if before else str(workers or "default")
+    in_flight = 0 if before else int(variant)
+    label = "before" if before else str(in_flight or "default")
     prefix = f"/bench-dispatch-{kind}-{label}-{os.getpid()}"
     namespace = f"bench-{kind}-{label}"
     with cp.api_client() as api:
@@ -463,8 +475,9 @@ def run_kind(
             prefix,
             str(cp.kubeconfig),
             log_dir,
-            workers,
+            in_flight,
             args.before_tree if before else None,
+            0 if before else args.history_lists,
         )
         for i in range(args.replicas)
     ]
@@ -495,7 +508,8 @@ def run_kind(
     passed = [s for s in steps if s["passed"]]
     result: dict[str, Any] = {
         "kind": kind,
-        "workers": label,
+        "in_flight": label,
+        "history_lists_per_second": "default" if before or not args.history_lists else args.history_lists,
         "capacity_per_s": passed[-1]["created_per_s"] if passed else 0.0,
         "at_capacity": passed[-1] if passed else None,
         "first_failure": next((s for s in steps if not s["passed"]), None),
@@ -521,7 +535,7 @@ def report(doc: dict[str, Any]) -> None:
         s = r["at_capacity"] or {}
         f = r["first_failure"] or {}
         print(
-            f"pool, {r['kind']}s (3 replicas, KubernetesDispatcher, workers {r.get('workers')}): "
+            f"pool, {r['kind']}s (3 replicas, KubernetesDispatcher, in flight {r.get('in_flight')}): "
             f"{r['capacity_per_s']}/s sustained"
         )
         if s:
@@ -541,7 +555,7 @@ def report(doc: dict[str, Any]) -> None:
             h.print_profile(r["profile"], f"replicas, {r['kind']}s ({', '.join(r['profile_files'])})")
     best_plain = max((b["events_per_s"] for b in doc["baselines"]), default=0)
     for r in doc["runs"]:
-        if r["kind"] == "event" and r["workers"] == "default":
+        if r["kind"] == "event" and r["in_flight"] != "before":
             ok = r["capacity_per_s"] >= 500 or (best_plain and r["capacity_per_s"] >= 0.9 * best_plain)
             print(
                 f"\ntarget >= 500 Events/s over 3 replicas, or the API server's limit "
@@ -560,10 +574,19 @@ def main() -> int:
     p.add_argument("--kinds", default="event,job")
     p.add_argument("--replicas", type=int, default=3)
     p.add_argument(
+        "--in-flight",
         "--workers",
+        dest="variants",
         default="0",
-        help="comma-separated variants: KubernetesDispatcher(workers=N) (0: its default), or 'before': "
-        "the library at --before-tree",
+        help="comma-separated variants: KubernetesDispatcher(in_flight=N) (0: its default), or 'before': "
+        "the library at --before-tree (--workers: this flag's name before the dispatcher used asyncio)",
+    )
+    p.add_argument(
+        "--history-lists",
+        type=float,
+        default=0,
+        help="KubernetesDispatcher(history_lists_per_second=X) for this tree's variants (0: its default); "
+        "e.g. 0.001 to see what Jobs cost the API server without the history trims' lists",
     )
     p.add_argument("--before-tree", help="a checkout (e.g. git archive of the commit before) for 'before'")
     p.add_argument("--start", type=int, default=200, help="first step's jobs (= objects due per second)")
@@ -593,8 +616,8 @@ def main() -> int:
     p.add_argument("--logs", help="keep the replicas' logs in this directory")
     p.add_argument("--max-seconds", type=float, default=1500.0)
     args = p.parse_args()
-    if "before" in args.workers.split(",") and not args.before_tree:
-        p.error("--workers before needs --before-tree")
+    if "before" in args.variants.split(",") and not args.before_tree:
+        p.error("--in-flight before needs --before-tree")
     if args.profile and not h.Profiler.available():
         p.error(f"py-spy not found at {h.PY_SPY} (pip install py-spy, or set PY_SPY)")
     from etcdcron.testing import ControlPlane
@@ -624,7 +647,7 @@ def main() -> int:
                 doc["baselines"].append(plain_baseline(cp, args, raw))
                 h.log(f"baseline: {doc['baselines'][-1]}")
         for kind in args.kinds.split(","):
-            for variant in args.workers.split(","):
+            for variant in args.variants.split(","):
                 doc["runs"].append(run_kind(cp, pool_etcd, kind, variant, args))
     except (h.BenchTimeout, KeyboardInterrupt) as e:
         h.log(f"stopped early: {e!r}")

@@ -229,6 +229,7 @@ async def run_operator(settings: OperatorSettings, stop: asyncio.Event) -> None:
         failed.cancel()
         await asyncio.gather(campaign, failed, return_exceptions=True)
         await member.stop()
+        await dispatcher.close()  # nothing dispatches once the member stopped: its connections go
         if served is not None:  # the last to go: a review routed here while stopping still gets its answer
             hook_stop.set()
             await asyncio.gather(served, return_exceptions=True)

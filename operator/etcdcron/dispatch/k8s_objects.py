@@ -187,21 +187,28 @@ def record_warning(
 ) -> None:
     """One Warning Event about a DistributedCronJob per distinct failure (``key``), named from it: a repeat,
     from any replica or path, counts on the same Event (as Kubernetes aggregates them)."""
-    digest = hashlib.sha256(f"{uid}/{reason}/{key}".encode()).hexdigest()[:16]
-    event = f"{name}.{digest}"
-    meta = {"name": event, "namespace": namespace, "labels": {LABEL_JOB: name}}
-    body = _event(
-        name, namespace, uid, reporter, metadata=meta, reason=reason, message=message, type="Warning"
-    )
+    body = warning_event(name, namespace, uid, reporter, reason, message, key)
+    event = body["metadata"]["name"]
     try:
         core.create_namespaced_event(namespace, body)
     except ApiException as e:
         if e.status != 409:
             raise
         current = core.read_namespaced_event(event, namespace)
-        repeat = {
-            "count": (current.count or 1) + 1,
-            "lastTimestamp": body["lastTimestamp"],
-            "message": message,
-        }
-        core.patch_namespaced_event(event, namespace, repeat)
+        core.patch_namespaced_event(event, namespace, repeat_patch(current.count, body))
+
+
+def warning_event(
+    name: str, namespace: str, uid: str, reporter: str, reason: str, message: str, key: str
+) -> dict[str, Any]:
+    """The Warning Event of one distinct failure (``key``) of a DistributedCronJob, named from it."""
+    digest = hashlib.sha256(f"{uid}/{reason}/{key}".encode()).hexdigest()[:16]
+    meta = {"name": f"{name}.{digest}", "namespace": namespace, "labels": {LABEL_JOB: name}}
+    return _event(
+        name, namespace, uid, reporter, metadata=meta, reason=reason, message=message, type="Warning"
+    )
+
+
+def repeat_patch(count: int | None, body: dict[str, Any]) -> dict[str, Any]:
+    """The patch that counts one more occurrence on a Warning Event whose count is ``count``."""
+    return {"count": (count or 1) + 1, "lastTimestamp": body["lastTimestamp"], "message": body["message"]}

@@ -4,97 +4,91 @@ The object is named from the firing's identity (resource, scheduled time), so a 
 over after a crash between commit and dispatch, finds it already there: every tick gives exactly one
 object. Tenancy: the namespace is the job's tenant, nothing else is ever written or read.
 
-A failure is the pool's to handle (pool/deliveries.py): a retryable one raises ``JobCreateError`` (retried
-by the job's failure policy), one the API server will refuse every time raises ``FinalError`` (not retried).
-Either way the firing is recorded as failed in the job's history, with the error, and the reconciler shows
-it in status (``dispatchFailure``, Ready False) until a later firing succeeds, whichever member fires it.
-``on_error`` records one Warning Event per distinct cause, counting the firings that failed so.
+A failure is the pool's to handle (pool/deliveries.py): a retryable one (5xx, 408, 429, no answer) raises
+``JobCreateError`` (retried by the job's failure policy), one the API server will refuse every time raises
+``FinalError`` (not retried). Either way the firing is recorded as failed in the job's history, with the
+error, and the reconciler shows it in status (``dispatchFailure``, Ready False) until a later firing
+succeeds, whichever member fires it. ``on_error`` records one Warning Event per distinct cause, counting
+the firings that failed so.
 
-The official ``kubernetes`` client is blocking: every call runs in one of the dispatcher's own worker
-threads, on a client of its own whose connection pool holds a connection per worker (not the loop's shared
-default executor, whose size depends on the machine, nor a pool of another size). A member's dispatch is
-bound by this process's CPU (~0.8 ms per Event in the client: TLS, HTTP, JSON, under the GIL), not by
-waiting: more threads only add GIL contention (bench/dispatch.py, docs/benchmarks.md).
+Requests are coroutines on the member's loop (``k8s_api.ApiSession``, aiohttp), at most ``in_flight`` at
+once: the blocking kubernetes client in threads cost ~0.8 ms of CPU per Event under the GIL, the bound
+of a member's dispatch (bench/dispatch.py, docs/benchmarks.md). A Job is created first (AlreadyExists is
+done): the resource's Jobs are listed before only when ``concurrencyPolicy`` Forbid or Replace needs to
+know what runs, and after, to trim the history, paced (``k8s_rules.HistoryPacer``) rather than per tick
+and from the API server's watch cache (a LIST read through reads every Job of the namespace from etcd).
 """
 
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from kubernetes import client as k8s
-from kubernetes.client.rest import ApiException
 
 from etcdcron.dispatch import FinalError
-from etcdcron.dispatch.k8s_objects import event_body, job_body, object_name, record_warning
+from etcdcron.dispatch.k8s_api import Answer, ApiSession, Unreachable
+from etcdcron.dispatch.k8s_objects import event_body, job_body, object_name, repeat_patch, warning_event
+from etcdcron.dispatch.k8s_rules import (
+    HistoryPacer,
+    ListedJob,
+    Verdict,
+    before_create,
+    beyond_history,
+    history_limits,
+    owned_jobs,
+    verdict,
+    without_name,
+)
 from etcdcron.firing import Firing
 from etcdcron.job import Job, format_time
 from etcdcron.k8s_resource import LABEL_JOB, Envelope, api_error
 
 log = logging.getLogger(__name__)
 REPEAT_LOG_SECONDS = 60
-DEFAULT_WORKERS = 8
-"""Requests in flight per member. A burst of 200 Events took as long with 8 workers as with 32 or 128,
-at 775 µs of client CPU per Event against 1.0-2.2 ms with more threads (docs/benchmarks.md)."""
+DEFAULT_IN_FLIGHT = 32
+"""Requests in flight per member (as many connections); the rest of a tick's firings wait for one."""
+HISTORY_LISTS_PER_SECOND = 5.0
+"""Lists of a resource's Jobs per member to trim the history (besides Forbid/Replace's, one per tick)."""
 
 
 class JobCreateError(Exception):
     """Creating a tick's Event or Job failed in a way a retry may fix (server error, throttling)."""
 
 
-def _cause(error: ApiException, name: str) -> str:
-    """The API server's words without the object's name, so every tick failing the same way says the
-    same (one Warning, one condition message, per cause)."""
-    return api_error(error).replace(f' "{name}"', "").replace(name, "<name>")
-
-
-def _final(error: ApiException) -> bool:
-    """A 4xx other than a conflict or throttling: the same request can never succeed."""
-    return 400 <= int(error.status or 0) < 500 and error.status not in (408, 409, 429)
-
-
-def _discard(response: Any) -> None:
-    """Drop an answer asked for undecoded (``_preload_content=False``, a urllib3 response): read to its
-    end, so its connection goes back to the pool instead of a new one (and a TLS handshake) per call."""
-    response.drain_conn()
-    response.release_conn()
-
-
-def _finished(job: Any) -> str | None:
-    """'Complete' or 'Failed' for a finished Job, else None."""
-    for cond in (job.status.conditions or []) if job.status else []:
-        if cond.type in ("Complete", "Failed") and cond.status == "True":
-            return str(cond.type)
-    return None
-
-
 class KubernetesDispatcher:
-    """A trigger for pool members in the operator: creates the Event or Job of each firing."""
+    """A trigger for pool members in the operator: creates the Event or Job of each firing. ``close`` it
+    once the member has stopped."""
 
-    def __init__(self, api_client: k8s.ApiClient, member: str, *, workers: int = DEFAULT_WORKERS) -> None:
-        if workers < 1:
-            raise ValueError(f"workers must be at least 1, got {workers}")
-        configuration = copy.copy(api_client.configuration)  # same host and credentials (and token refresh)
-        configuration.connection_pool_maxsize = workers
-        client = k8s.ApiClient(configuration)
-        self.core = k8s.CoreV1Api(client)
-        self.batch = k8s.BatchV1Api(client)
-        self._executor = ThreadPoolExecutor(workers, thread_name_prefix=f"dispatch-{member}"[:32])
+    def __init__(
+        self,
+        api_client: k8s.ApiClient,
+        member: str,
+        *,
+        in_flight: int = DEFAULT_IN_FLIGHT,
+        history_lists_per_second: float = HISTORY_LISTS_PER_SECOND,
+    ) -> None:
+        self.api = ApiSession(api_client.configuration, in_flight)  # same host, credentials, token refresh
         self.member = member
+        self._pacer = HistoryPacer(history_lists_per_second)
+        self._trims: set[asyncio.Task[None]] = set()
         self._logged: dict[tuple[str, str, str], float] = {}
 
     async def __call__(self, firing: Firing) -> None:
         envelope = Envelope.from_bytes(firing.job.job.payload)
-        create = self._create_job if envelope.kind == "Job" else self._create_event
-        try:
-            await asyncio.get_running_loop().run_in_executor(self._executor, create, firing, envelope)
-        except ApiException as e:  # one line (the client's own text dumps every HTTP header)
-            cause = _cause(e, object_name(firing, envelope.uid))
-            raise JobCreateError(f"creating the {envelope.kind} failed: {cause}") from None
+        if envelope.kind == "Job":
+            await self._create_job(firing, envelope)
+        else:
+            await self._create_event(firing, envelope)
+
+    async def close(self) -> None:
+        """Stop the history trims under way and close the connections."""
+        for task in list(self._trims):
+            task.cancel()
+        await asyncio.gather(*self._trims, return_exceptions=True)
+        await self.api.close()
 
     async def on_error(self, job: Job | None, error: Exception) -> None:
         """A firing failed for good (its failure policy gave up, or the API server refuses it): one Warning
@@ -108,102 +102,109 @@ class KubernetesDispatcher:
             log.error("dispatch of %s/%s failed: %s", job.namespace, job.name, error)
             return
         message = str(error)
-        reason = f"{envelope.kind}CreateFailed"
-        args = (job.name, job.namespace, envelope.uid, self.member, reason, message, message)
-        try:
-            await asyncio.to_thread(record_warning, self.core, *args)
-        except ApiException as e:
-            self._log_once(job.namespace, job.name, f"could not record a Warning: {api_error(e)}")
+        await self._warn(job, envelope.uid, f"{envelope.kind}CreateFailed", message, key=message)
         self._log_once(job.namespace, job.name, message)
 
-    def _create_event(self, firing: Firing, envelope: Envelope) -> None:
-        body = event_body(firing, envelope, self.member)
-        job = firing.job.job
-        try:  # the answer is not read into models, only its status matters (~70 of ~800 µs per create)
-            _discard(self.core.create_namespaced_event(job.namespace, body, _preload_content=False))
-        except ApiException as e:
-            if e.status == 409:
-                return  # this tick's Event exists already (a retry after a crash)
-            if _final(e):  # e.g. 403 "namespace is being terminated": no retry can succeed
-                self._log_once(job.namespace, job.name, f"Event not created: {api_error(e)}")
-                return
-            raise JobCreateError(
-                f"creating the Event failed: {_cause(e, body['metadata']['name'])}"
-            ) from None
+    async def _send(
+        self, what: str, method: str, path: str, name: str, body: Any = None, **params: str
+    ) -> Answer:
+        try:
+            return await self.api.request(method, path, body, params=params or None)
+        except Unreachable as e:
+            raise JobCreateError(f"{what} failed: {without_name(str(e), name)}") from None
 
-    def _create_job(self, firing: Firing, envelope: Envelope) -> None:
+    async def _create_event(self, firing: Firing, envelope: Envelope) -> None:
+        job = firing.job.job
+        body = event_body(firing, envelope, self.member)
+        name = body["metadata"]["name"]
+        path = f"/api/v1/namespaces/{job.namespace}/events"
+        answer = await self._send("creating the Event", "POST", path, name, body)
+        result = verdict(answer.status)
+        if result is Verdict.FINAL:  # e.g. 403 "namespace is being terminated": no retry can succeed
+            self._log_once(job.namespace, job.name, f"Event not created: {_cause(answer, name)}")
+        elif result is Verdict.RETRY:
+            raise JobCreateError(f"creating the Event failed: {_cause(answer, name)}")
+        # CREATED, or EXISTS: this tick's Event is there already (a retry, or another member's)
+
+    async def _create_job(self, firing: Firing, envelope: Envelope) -> None:
         spec = envelope.target.get("job") or {}
         policy = spec.get("concurrencyPolicy", "Allow")
         job = firing.job.job
         name = object_name(firing, envelope.uid)
-        selector = f"{LABEL_JOB}={job.name}"
-        ours = [
-            j
-            for j in self.batch.list_namespaced_job(job.namespace, label_selector=selector).items
-            if any(o.uid == envelope.uid for o in (j.metadata.owner_references or []))
-        ]
-        if any(j.metadata.name == name for j in ours):
-            return  # this tick's Job exists already (a retry after a crash)
-        active = [j for j in ours if _finished(j) is None and j.metadata.deletion_timestamp is None]
-        if active and policy == "Forbid":
-            log.info(
-                "job %s/%s: tick %s skipped, %d Job(s) still running (Forbid)",
-                job.namespace,
-                job.name,
-                format_time(firing.scheduled),
-                len(active),
-            )
-            self._warn(
-                firing,
-                envelope,
-                "ForbidConcurrent",
-                f"tick {format_time(firing.scheduled)} skipped: {active[0].metadata.name} is still running",
-                key="still running",
-            )
-            return
-        if active and policy == "Replace":
-            for old in active:
-                self._delete_job(job.namespace, old.metadata.name)
-        try:
-            self.batch.create_namespaced_job(job.namespace, job_body(firing, envelope))
-        except ApiException as e:
-            if e.status == 409:
-                pass  # this tick's Job exists already
-            elif _final(e):  # the request itself is wrong: retrying cannot help
-                raise FinalError(f"the API server refused the Job: {_cause(e, name)}") from None
-            else:
-                raise JobCreateError(f"creating the Job failed: {_cause(e, name)}") from None
-        self._trim_history(job.namespace, ours, spec)
+        listed = None
+        if policy in ("Forbid", "Replace"):  # what still runs must be known before creating
+            listed = await self._list_jobs(job, envelope.uid)
+            plan = before_create(listed, name, policy)
+            if plan.exists:
+                return  # this tick's Job exists already (a retry after a crash)
+            if plan.skip is not None:
+                when = format_time(firing.scheduled)
+                log.info("job %s/%s: tick %s skipped, %s still running (Forbid)", job.namespace, job.name,
+                         when, plan.skip)  # fmt: skip
+                message = f"tick {when} skipped: {plan.skip} is still running"
+                await self._warn(job, envelope.uid, "ForbidConcurrent", message, key="still running")
+                return
+            for old in plan.replace:
+                await self._delete_job(job.namespace, old)
+        path = f"/apis/batch/v1/namespaces/{job.namespace}/jobs"
+        answer = await self._send("creating the Job", "POST", path, name, job_body(firing, envelope))
+        result = verdict(answer.status)
+        if result is Verdict.FINAL:  # the request itself is wrong: retrying cannot help
+            raise FinalError(f"the API server refused the Job: {_cause(answer, name)}")
+        if result is Verdict.RETRY:
+            raise JobCreateError(f"creating the Job failed: {_cause(answer, name)}")
+        if listed is not None or self._pacer.due(envelope.uid, time.monotonic()):
+            task = asyncio.create_task(self._trim(job, envelope.uid, history_limits(spec), listed))
+            self._trims.add(task)
+            task.add_done_callback(self._trims.discard)
 
-    def _trim_history(self, namespace: str, jobs: list[Any], spec: dict[str, Any]) -> None:
-        limits = {
-            "Complete": int(spec.get("successfulJobsHistoryLimit", 3)),
-            "Failed": int(spec.get("failedJobsHistoryLimit", 1)),
-        }
-        for outcome, limit in limits.items():
-            done = sorted(
-                (j for j in jobs if _finished(j) == outcome),
-                key=lambda j: j.metadata.creation_timestamp,
-                reverse=True,
-            )
-            for old in done[limit:]:
-                self._delete_job(namespace, old.metadata.name)
+    async def _list_jobs(self, job: Job, uid: str, *, cached: bool = False) -> list[ListedJob]:
+        """The resource's Jobs: read through to etcd for Forbid/Replace (a Job created a moment ago
+        counts), or ``cached`` from the API server's watch cache (resourceVersion 0: no etcd range read
+        of every Job in the namespace, which decides the API server's cost; a moment behind at most)."""
+        path = f"/apis/batch/v1/namespaces/{job.namespace}/jobs"
+        query = {"labelSelector": f"{LABEL_JOB}={job.name}", **({"resourceVersion": "0"} if cached else {})}
+        answer = await self._send("listing its Jobs", "GET", path, job.name, **query)
+        if not answer.ok:
+            raise JobCreateError(f"listing its Jobs failed: {api_error(answer)}")
+        return owned_jobs(answer.json().get("items") or [], uid)
 
-    def _delete_job(self, namespace: str, name: str) -> None:
-        try:
-            self.batch.delete_namespaced_job(name, namespace, propagation_policy="Background")
-        except ApiException as e:
-            if e.status != 404:
-                raise
+    async def _delete_job(self, namespace: str, name: str) -> None:
+        path = f"/apis/batch/v1/namespaces/{namespace}/jobs/{name}"
+        answer = await self._send(f"deleting Job {name}", "DELETE", path, "", propagationPolicy="Background")
+        if not answer.ok and answer.status != 404:
+            raise JobCreateError(f"deleting Job {name} failed: {api_error(answer)}")
 
-    def _warn(self, firing: Firing, envelope: Envelope, reason: str, message: str, key: str) -> None:
-        job = firing.job.job
+    async def _trim(self, job: Job, uid: str, limits: dict[str, int], listed: list[ListedJob] | None) -> None:
+        """Delete the finished Jobs past the history limits. Not the firing's failure (its Job exists):
+        logged once per cause, and looked at again at the resource's next turn."""
         try:
-            record_warning(
-                self.core, job.name, job.namespace, envelope.uid, self.member, reason, message, key
-            )
-        except ApiException as e:
-            self._log_once(job.namespace, job.name, f"could not record a Warning: {api_error(e)}")
+            jobs = listed if listed is not None else await self._list_jobs(job, uid, cached=True)
+            for old in beyond_history(jobs, limits):
+                await self._delete_job(job.namespace, old)
+        except JobCreateError as e:
+            self._log_once(job.namespace, job.name, f"Job history not trimmed: {e}")
+        except Exception:
+            log.exception("job %s/%s: trimming the Job history failed", job.namespace, job.name)
+
+    async def _warn(self, job: Job, uid: str, reason: str, message: str, key: str) -> None:
+        """One Warning Event per distinct ``key``; a repeat counts on it (``k8s_objects.record_warning``,
+        over this session)."""
+        body = warning_event(job.name, job.namespace, uid, self.member, reason, message, key)
+        path = f"/api/v1/namespaces/{job.namespace}/events"
+        try:
+            answer = await self.api.request("POST", path, body)
+            if answer.status == 409:
+                path = f"{path}/{body['metadata']['name']}"
+                answer = await self.api.request("GET", path)
+                if answer.ok:
+                    patch = repeat_patch(answer.json().get("count"), body)
+                    answer = await self.api.request("PATCH", path, patch, merge=True)
+            why = "" if answer.ok else api_error(answer)
+        except Unreachable as e:
+            why = str(e)
+        if why:
+            self._log_once(job.namespace, job.name, f"could not record a Warning: {why}")
 
     def _log_once(self, namespace: str, name: str, message: str) -> None:
         """A failure that repeats every tick is logged once per ``REPEAT_LOG_SECONDS``, not per tick."""
@@ -215,3 +216,8 @@ class KubernetesDispatcher:
             log.warning(
                 "job %s/%s: %s (repeats are not logged for %ds)", namespace, name, message, REPEAT_LOG_SECONDS
             )
+
+
+def _cause(answer: Answer, name: str) -> str:
+    """The API server's answer in one line, without the object's name."""
+    return without_name(api_error(answer), name)
