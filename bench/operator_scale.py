@@ -5,7 +5,8 @@ kube-controller-manager v1.37 from ``tests/controlplane``), two workloads at the
 
 - **ours**: ``--replicas`` ``etcdcron operator`` processes (one elected reconciler, all pool members, their
   own etcd, the shipped ServiceAccount's RBAC and token) and N DistributedCronJobs ``*/10 * * * * *`` with
-  an Event target, in namespace ``dcj-bench``;
+  an Event target, in namespace ``dcj-bench`` (``--period 60``: ``0 * * * * *``, one firing a minute like
+  the CronJobs, so both sides ask the API server for the same number of objects);
 - **the baseline**: N batch/v1 CronJobs ``* * * * *`` in namespace ``cj-bench`` whose Job template is
   suspended (the Job controller creates no Pod: no node is needed, the Job objects are what is measured).
 
@@ -68,7 +69,7 @@ RBAC = [h.REPO / "deploy" / "operator" / "namespace.yaml", h.REPO / "deploy" / "
 OPERATOR_USER = "system:serviceaccount:etcdcron-system:etcdcron-operator"
 KCM_USER = "etcdcron-kube-controller-manager"  # the client certificate ControlPlane issues it
 OURS, THEIRS = "dcj-bench", "cj-bench"
-PERIOD = 10  # our schedule: */10 * * * * *
+PERIODS = (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60)  # seconds that divide a minute: */P, or 0 for 60
 AUDIT_POLICY = {
     "apiVersion": "audit.k8s.io/v1",
     "kind": "Policy",
@@ -77,12 +78,17 @@ AUDIT_POLICY = {
 }
 
 
-def dcj(i: int) -> dict[str, Any]:
+def schedule(period: int) -> str:
+    """Our resources' schedule: every ``period`` seconds, on the minute's multiples of it."""
+    return "0 * * * * *" if period == 60 else f"*/{period} * * * * *"
+
+
+def dcj(i: int, period: int) -> dict[str, Any]:
     return {
         "apiVersion": "etcdcron.io/v1alpha1",
         "kind": "DistributedCronJob",
         "metadata": {"name": f"dcj-{i:05d}"},
-        "spec": {"schedule": "*/10 * * * * *", "type": "bench", "target": {"event": {"reason": "Fired"}}},
+        "spec": {"schedule": schedule(period), "type": "bench", "target": {"event": {"reason": "Fired"}}},
     }
 
 
@@ -212,7 +218,9 @@ def wait(what: str, check: Any, timeout: float, interval: float = 0.5) -> None:
         time.sleep(interval)
 
 
-def apply_all(api: client.ApiClient, n: int, threads: int) -> tuple[float, float, dict[str, float]]:
+def apply_all(
+    api: client.ApiClient, n: int, threads: int, period: int
+) -> tuple[float, float, dict[str, float]]:
     """Create the N DistributedCronJobs and N CronJobs interleaved; (start, end, created-at by name)."""
     custom, batch = client.CustomObjectsApi(api), client.BatchV1Api(api)
     created: dict[str, float] = {}
@@ -220,7 +228,7 @@ def apply_all(api: client.ApiClient, n: int, threads: int) -> tuple[float, float
     def one(k: int) -> None:
         i = k // 2
         if k % 2 == 0:
-            body = dcj(i)
+            body = dcj(i, period)
             response = custom.create_namespaced_custom_object(
                 "etcdcron.io", "v1alpha1", OURS, "distributedcronjobs", body, _preload_content=False
             )
@@ -364,7 +372,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         with cp.api_client() as api:
             api.configuration.connection_pool_maxsize = args.apply_threads
             api.rest_client.pool_manager.connection_pool_kw["maxsize"] = args.apply_threads
-            t0, t1, created = apply_all(api, n, args.apply_threads)
+            t0, t1, created = apply_all(api, n, args.apply_threads, args.period)
         h.log(f"applied {2 * n} resources in {t1 - t0:.1f}s")
         pids = {o.name + ("*" if o is leader else ""): o.pid for o in operators}
         for name in ("kube-apiserver", "etcd", "kube-controller-manager"):
@@ -399,7 +407,8 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         etcd.cleanup()
         cp.stop()  # the audit log's last batch is flushed
     seen = read_audit(audit)
-    ours = [float(t) for t in range(int(t1) // PERIOD * PERIOD + PERIOD, int(window_end) + 1, PERIOD)]
+    period = args.period
+    ours = [float(t) for t in range(int(t1) // period * period + period, int(window_end) + 1, period)]
     theirs = [float(t) for t in range(int(t1) // 60 * 60 + 60, int(window_end) + 1, 60)]
     dcjs = {k: v for k, v in created.items() if k.startswith("dcj-")}
     cjs = {k: v for k, v in created.items() if k.startswith("cj-")}
@@ -421,7 +430,8 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         "ours": lateness(seen["events"], dcjs, ours, t0),
         "theirs": lateness(seen["jobs"], cjs, theirs, t0),
         "status_writes_per_s": status_writes,
-        "status_writes_per_resource_per_period": round(status_writes * PERIOD / n, 3),
+        "period_s": period,
+        "status_writes_per_resource_per_period": round(status_writes * period / n, 3),
         "requests_per_s": {"ours": ours_rates, "theirs": theirs_rates},
         "requests_total_per_s": {
             "ours": round(sum(ours_rates.values()), 1),
@@ -469,7 +479,7 @@ def print_table(r: dict[str, Any]) -> None:
         )
     print(
         f"\nstatus writes: {r['status_writes_per_s']}/s = {r['status_writes_per_resource_per_period']} "
-        f"per resource per {PERIOD} s period (kcm QPS: {r['kcm_qps']})"
+        f"per resource per {r['period_s']} s period (kcm QPS: {r['kcm_qps']})"
     )
     for side in ("ours", "theirs"):
         print(f"{side} requests/s: " + ", ".join(f"{k} {v}" for k, v in r["requests_per_s"][side].items()))
@@ -484,6 +494,13 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--resources", type=int, default=1000, help="DistributedCronJobs, and as many CronJobs")
     p.add_argument("--replicas", type=int, default=3)
+    p.add_argument(
+        "--period",
+        type=int,
+        default=10,
+        choices=PERIODS,
+        help="our resources fire every PERIOD s (10: the issue's */10; 60: as often as the CronJobs)",
+    )
     p.add_argument("--lease-ttl", type=int, default=5, help="the replicas' --lease-ttl (theirs by default)")
     p.add_argument("--window", type=float, default=150.0, help="seconds measured after the last creation")
     p.add_argument("--grace", type=float, default=20.0, help="seconds a late object may still come")
