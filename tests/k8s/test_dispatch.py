@@ -162,3 +162,28 @@ async def test_failed_jobs_beyond_the_history_limit_are_deleted(dispatcher, k8s_
         return newest in failed() and set(failed()) <= {newest, fourth}
 
     await eventually_async(trimmed, 30, f"only {newest} kept of the first 3 failed Jobs")
+
+
+async def test_a_namespace_being_deleted_is_said_once_and_not_as_forbidden(dispatcher, k8s_api, caplog):
+    """A tick into a namespace being deleted gets a 403 (NamespaceTerminating): not a permission the
+    operator lacks, nothing to retry, no Warning to write there. Said once at INFO, never 'Forbidden'."""
+    core = client.CoreV1Api(k8s_api)
+    namespace = f"etcdcron-going-{uuid.uuid4().hex[:8]}"
+    core.create_namespace({"metadata": {"name": namespace}})
+    held = {"metadata": {"name": "held", "finalizers": ["etcdcron.io/test-hold"]}}
+    core.create_namespaced_config_map(namespace, held)  # keeps the namespace Terminating
+    core.delete_namespace(namespace)
+    try:
+        await eventually_async(
+            lambda: core.read_namespace(namespace).status.phase == "Terminating", 30, "namespace terminating"
+        )
+        with caplog.at_level(logging.INFO, logger="etcdcron.dispatch.kubernetes"):
+            for target in ({"event": {"reason": "Fired"}}, {"job": {"template": JOB_TEMPLATE}}):
+                for f in firings(namespace, target, jobs=1, ticks=2):
+                    await dispatcher(f)  # neither raises: done, as far as this tick can be
+        lines = [r.getMessage() for r in caplog.records]
+        going = [line for line in lines if "namespace is being deleted" in line]
+        assert len(going) == 2 and {"Events" in going[0], "Jobs" in going[1]} == {True}, lines
+        assert not [line for line in lines if "forbidden" in line.lower()], lines
+    finally:
+        core.patch_namespaced_config_map("held", namespace, {"metadata": {"finalizers": None}})

@@ -19,6 +19,7 @@ from etcdcron.dispatch.k8s_rules import (
     before_create,
     beyond_history,
     history_limits,
+    namespace_terminating,
     owned_jobs,
     verdict,
     without_name,
@@ -238,3 +239,36 @@ def test_the_dispatcher_uses_the_callers_host_and_bounds_requests_in_flight():
     assert KubernetesDispatcher(given, "m", in_flight=5).api.in_flight == 5
     with pytest.raises(ValueError, match="in_flight"):
         ApiSession(given.configuration, 0)
+
+
+TERMINATING = {
+    "kind": "Status",
+    "reason": "Forbidden",
+    "code": 403,
+    "details": {"causes": [{"reason": "NamespaceTerminating", "field": "metadata.namespace"}]},
+}
+
+
+@pytest.mark.parametrize(
+    ("status", "document", "expected"),
+    [
+        (403, TERMINATING, True),
+        (
+            403,
+            {**TERMINATING, "details": {"causes": [{"reason": "Other"}, {"reason": "NamespaceTerminating"}]}},
+            True,
+        ),
+        (
+            403,
+            {"kind": "Status", "reason": "Forbidden", "message": "User cannot create events"},
+            False,
+        ),  # RBAC
+        (404, TERMINATING, False),
+        (403, {"details": None}, False),
+        (403, {"details": {"causes": "NamespaceTerminating"}}, False),
+        (403, ["not", "a", "status"], False),
+        (403, None, False),
+    ],
+)
+def test_namespace_terminating(status: int, document: Any, expected: bool) -> None:
+    assert namespace_terminating(status, document) is expected

@@ -29,6 +29,18 @@ def verdict(status: int) -> Verdict:
     return Verdict.RETRY
 
 
+def namespace_terminating(status: int, document: Any) -> bool:
+    """A 403 that says the namespace is being deleted (cause ``NamespaceTerminating``): not a permission
+    the operator lacks, and nothing to retry: the namespace's resources leave the pool with it."""
+    if status != 403 or not isinstance(document, Mapping):
+        return False
+    details = document.get("details")
+    causes = details.get("causes") if isinstance(details, Mapping) else None
+    return isinstance(causes, list) and any(
+        isinstance(c, Mapping) and c.get("reason") == "NamespaceTerminating" for c in causes
+    )
+
+
 def without_name(text: str, name: str) -> str:
     """The API server's words without the object's name, so every tick failing the same way says the
     same (one Warning, one condition message, per cause)."""

@@ -38,6 +38,7 @@ from etcdcron.dispatch.k8s_rules import (
     before_create,
     beyond_history,
     history_limits,
+    namespace_terminating,
     owned_jobs,
     verdict,
     without_name,
@@ -120,6 +121,8 @@ class KubernetesDispatcher:
         path = f"/api/v1/namespaces/{job.namespace}/events"
         answer = await self._send("creating the Event", "POST", path, name, body)
         result = verdict(answer.status)
+        if self._namespace_going(answer, firing, "Event"):
+            return
         if result is Verdict.FINAL:  # e.g. 403 "namespace is being terminated": no retry can succeed
             self._log_once(job.namespace, job.name, f"Event not created: {_cause(answer, name)}")
         elif result is Verdict.RETRY:
@@ -149,6 +152,8 @@ class KubernetesDispatcher:
         path = f"/apis/batch/v1/namespaces/{job.namespace}/jobs"
         answer = await self._send("creating the Job", "POST", path, name, job_body(firing, envelope))
         result = verdict(answer.status)
+        if self._namespace_going(answer, firing, "Job"):
+            return
         if result is Verdict.FINAL:  # the request itself is wrong: retrying cannot help
             raise FinalError(f"the API server refused the Job: {_cause(answer, name)}")
         if result is Verdict.RETRY:
@@ -206,15 +211,34 @@ class KubernetesDispatcher:
         if why:
             self._log_once(job.namespace, job.name, f"could not record a Warning: {why}")
 
-    def _log_once(self, namespace: str, name: str, message: str) -> None:
+    def _namespace_going(self, answer: Answer, firing: Firing, kind: str) -> bool:
+        """The tick's namespace is being deleted: said once (at INFO: nothing is wrong), not retried, no
+        Warning (it could not be written there either)."""
+        try:
+            document = answer.json()
+        except ValueError:
+            return False
+        if not namespace_terminating(answer.status, document):
+            return False
+        job = firing.job.job
+        message = f"namespace is being deleted: its ticks' {kind}s are not created"
+        self._log_once(job.namespace, job.name, message, logging.INFO)
+        return True
+
+    def _log_once(self, namespace: str, name: str, message: str, level: int = logging.WARNING) -> None:
         """A failure that repeats every tick is logged once per ``REPEAT_LOG_SECONDS``, not per tick."""
         now = time.monotonic()
         key = (namespace, name, message)
         if now - self._logged.get(key, -REPEAT_LOG_SECONDS) >= REPEAT_LOG_SECONDS:
             self._logged = {k: t for k, t in self._logged.items() if now - t < REPEAT_LOG_SECONDS}
             self._logged[key] = now
-            log.warning(
-                "job %s/%s: %s (repeats are not logged for %ds)", namespace, name, message, REPEAT_LOG_SECONDS
+            log.log(
+                level,
+                "job %s/%s: %s (repeats are not logged for %ds)",
+                namespace,
+                name,
+                message,
+                REPEAT_LOG_SECONDS,
             )
 
 
